@@ -1,0 +1,75 @@
+"""Static checks of hyperparameters.
+
+Only concrete Python numbers are checked. Arrays (what `optax.inject_hyperparams`
+passes in, possibly traced under `jit`) and schedules are never inspected, so
+validation can not break hyperparameter injection.
+"""
+
+import numbers
+from collections.abc import Collection
+from typing import Any
+
+
+def _is_concrete_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_interval(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_closed: bool = True,
+    high_closed: bool = True,
+) -> None:
+    """Raises `ValueError` when a concrete number lies outside an interval.
+
+    Args:
+      name: the argument's name, quoted in the message.
+      value: the argument; anything but a Python number passes unchecked.
+      low: lower bound, or `None` for no lower bound.
+      high: upper bound, or `None` for no upper bound.
+      low_closed: whether `low` itself is allowed.
+      high_closed: whether `high` itself is allowed.
+
+    Returns:
+      None.
+    """
+    if not _is_concrete_number(value):
+        return
+    too_low = low is not None and (value < low if low_closed else value <= low)
+    too_high = high is not None and (value > high if high_closed else value >= high)
+    if too_low or too_high or value != value:  # value != value: NaN
+        left = "(-inf" if low is None else ("[" if low_closed else "(") + f"{low:g}"
+        right = "inf)" if high is None else f"{high:g}" + ("]" if high_closed else ")")
+        raise ValueError(f"{name} must be in {left}, {right}, got {value!r}")
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Raises `ValueError` when a concrete number is not strictly positive.
+
+    Args:
+      name: the argument's name, quoted in the message.
+      value: the argument; anything but a Python number passes unchecked.
+
+    Returns:
+      None.
+    """
+    check_interval(name, value, 0.0, None, low_closed=False)
+
+
+def check_choice(name: str, value: Any, allowed: Collection[Any]) -> None:
+    """Raises `ValueError` when a mode is not one of the allowed values.
+
+    Args:
+      name: the argument's name, quoted in the message.
+      value: the mode given.
+      allowed: the allowed values, listed in the message.
+
+    Returns:
+      None.
+    """
+    if isinstance(value, bool) or value not in allowed:
+        choices = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
