@@ -1,5 +1,10 @@
 """garo_optax: self-tuning optimizers as composable optax transformations."""
 
+from garo_optax._src.autosgm import ScaleByAutoSgmState as ScaleByAutoSgmState
+from garo_optax._src.autosgm import autosgm as autosgm
+from garo_optax._src.autosgm import from_asgm_config as from_asgm_config
+from garo_optax._src.autosgm import scale_by_autosgm as scale_by_autosgm
+from garo_optax._src.clara import ScaleByClaraState as ScaleByClaraState
 from garo_optax._src.clara import adam_clara as adam_clara
 from garo_optax._src.clara import adam_clara_global as adam_clara_global
 from garo_optax._src.clara import adam_clara_local as adam_clara_local
@@ -7,17 +12,32 @@ from garo_optax._src.clara import adam_clara_reference as adam_clara_reference
 from garo_optax._src.clara import adam_clara_smoothed as adam_clara_smoothed
 from garo_optax._src.clara import clara_sgd as clara_sgd
 from garo_optax._src.clara import scale_by_clara as scale_by_clara
-from garo_optax._src.clara import ScaleByClaraState as ScaleByClaraState
+from garo_optax._src.lowpass import FilterResponse as FilterResponse
+from garo_optax._src.lowpass import QuadraticStability as QuadraticStability
+from garo_optax._src.lowpass import lowpass_response as lowpass_response
+from garo_optax._src.lowpass import max_stable_step as max_stable_step
+from garo_optax._src.lowpass import quadratic_stability as quadratic_stability
+from garo_optax._src.schedules import window_schedule as window_schedule
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "FilterResponse",
+    "QuadraticStability",
+    "ScaleByAutoSgmState",
     "ScaleByClaraState",
     "adam_clara",
     "adam_clara_global",
     "adam_clara_local",
     "adam_clara_reference",
     "adam_clara_smoothed",
+    "autosgm",
     "clara_sgd",
+    "from_asgm_config",
+    "lowpass_response",
+    "max_stable_step",
+    "quadratic_stability",
+    "scale_by_autosgm",
     "scale_by_clara",
+    "window_schedule",
 )
