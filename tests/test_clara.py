@@ -27,9 +27,9 @@ def _grads(key, params, scale=1.0):
     keys = jax.random.split(key, len(params))
     # |g| >> eps so that Adam's first direction is sign(g).
     return tuple(
-        scale * (1.0 + jax.random.uniform(k, p.shape)) * jnp.sign(
-            jax.random.normal(k, p.shape)
-        )
+        scale
+        * (1.0 + jax.random.uniform(k, p.shape))
+        * jnp.sign(jax.random.normal(k, p.shape))
         for k, p in zip(keys, params)
     )
 
@@ -150,13 +150,17 @@ def test_order_dependence(key):
     flip = lambda tree: tree[::-1]  # reverses the leaf order
     flipped_grads = flip(grads)
     _, _, upd, lrs = _run(garo_optax.adam_clara_local(), params, grads)
-    _, _, upd_f, lrs_f = _run(garo_optax.adam_clara_local(), flip(params), flipped_grads)
+    _, _, upd_f, lrs_f = _run(
+        garo_optax.adam_clara_local(), flip(params), flipped_grads
+    )
     # The product (the rate after the last tensor) is order-invariant...
     np.testing.assert_allclose(lrs, lrs_f, rtol=1e-5)
     # ... but the rates the tensors see are not.
     assert not np.allclose(upd[0][0], upd_f[2][0], rtol=1e-4)
     _, _, upd, lrs = _run(garo_optax.adam_clara_global(), params, grads)
-    _, _, upd_f, lrs_f = _run(garo_optax.adam_clara_global(), flip(params), flipped_grads)
+    _, _, upd_f, lrs_f = _run(
+        garo_optax.adam_clara_global(), flip(params), flipped_grads
+    )
     np.testing.assert_allclose(lrs, lrs_f, rtol=1e-6)
     np.testing.assert_allclose(upd[0], upd_f[2], rtol=1e-6)
 

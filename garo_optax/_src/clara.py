@@ -93,7 +93,7 @@ def _check_adam(b1, b2, eps) -> None:
 def _compute_dtype(leaf: jax.Array) -> jnp.dtype:
     # Element-wise work runs in float32 (float64 for float64 leaves), then the
     # result is cast back, so low-precision leaves never see coarse scalars.
-    return jnp.promote_types(leaf.dtype, jnp.float32)
+    return numerics.widest_float(leaf.dtype)
 
 
 def _scaled(leaf: jax.Array, factor: jax.Array) -> jax.Array:
@@ -205,7 +205,7 @@ def scale_by_clara(
             stepped = (1.0 - cum).astype(work) * p.astype(work) + (cum * n).astype(
                 work
             ) * a.astype(work)
-            new_paths.append(jnp.where(finite, stepped, p).astype(p.dtype))
+            new_paths.append(jnp.where(finite, stepped, p.astype(work)).astype(p.dtype))
 
         lr_factor = state.lr_factor
         num_tensors = sum(1 for a in directions if a.size > 0)
@@ -217,7 +217,9 @@ def scale_by_clara(
                 (numerics.squared_norm(p, dtype) for p in new_paths),
                 jnp.zeros([], dtype),
             )
-            change = jnp.exp(jnp.asarray(damping, dtype) * (path_length / reference - 1))
+            change = jnp.exp(
+                jnp.asarray(damping, dtype) * (path_length / reference - 1)
+            )
             lr_factor = jnp.where(finite, lr_factor * change, lr_factor)
 
         count = optax.safe_increment(state.count)
@@ -493,8 +495,10 @@ def _scale_by_clara_seed(
         for a, p in zip(directions, paths):
             work = _compute_dtype(p)
             new_paths.append(
-                ((1.0 - cum).astype(work) * p.astype(work)
-                 + coefficient.astype(work) * a.astype(work)).astype(p.dtype)
+                (
+                    (1.0 - cum).astype(work) * p.astype(work)
+                    + coefficient.astype(work) * a.astype(work)
+                ).astype(p.dtype)
             )
         path_norms = [numerics.squared_norm(p, dtype) for p in new_paths]
         finite &= jnp.isfinite(sum(path_norms, jnp.zeros([], dtype)))

@@ -7,20 +7,34 @@ import jax.numpy as jnp
 import optax
 
 
+def widest_float(*dtypes) -> jnp.dtype:
+    """float32, or float64 when one of `dtypes` is.
+
+    The compute dtype of element-wise work and the dtype of scalar statistics:
+    bfloat16 or float16 scalars would make adaptive learning rates jump in coarse
+    steps. Picked by width, since `jnp.promote_types` raises under strict dtype
+    promotion.
+
+    Args:
+      *dtypes: dtypes (or anything `jnp.dtype` accepts).
+
+    Returns:
+      `float32`, or the widest of `dtypes` if it is wider.
+    """
+    wide = [jnp.dtype(d) for d in dtypes if jnp.dtype(d).itemsize > 4]
+    return max(wide, key=lambda d: d.itemsize) if wide else jnp.dtype(jnp.float32)
+
+
 def scalar_dtype(tree) -> jnp.dtype:
     """The dtype of a transform's scalar statistics for a tree of arrays.
-
-    float32 whatever the leaves' precision (bfloat16 or float16 scalars would make
-    adaptive learning rates jump in coarse steps), float64 when a leaf is float64.
 
     Args:
       tree: a pytree of arrays or `jax.ShapeDtypeStruct` leaves.
 
     Returns:
-      `float32`, or `float64` if any leaf is float64.
+      `float32`, or `float64` if any leaf is float64 (see `widest_float`).
     """
-    dtypes = [jnp.dtype(leaf.dtype) for leaf in jax.tree.leaves(tree)]
-    return jnp.result_type(jnp.float32, *dtypes) if dtypes else jnp.dtype(jnp.float32)
+    return widest_float(*(leaf.dtype for leaf in jax.tree.leaves(tree)))
 
 
 def squared_norm(x: jax.Array, dtype) -> jax.Array:
@@ -38,7 +52,9 @@ def squared_norm(x: jax.Array, dtype) -> jax.Array:
     return jnp.vdot(x, x, preferred_element_type=dtype).astype(dtype)
 
 
-def as_schedule(learning_rate: optax.ScalarOrSchedule) -> Callable[[jax.Array], jax.Array]:
+def as_schedule(
+    learning_rate: optax.ScalarOrSchedule,
+) -> Callable[[jax.Array], jax.Array]:
     """Returns `learning_rate` as a function of the step count.
 
     Args:

@@ -1,0 +1,150 @@
+"""The ``garo-optax`` command-line program.
+
+Usage::
+
+    garo-optax --version
+    garo-optax list
+
+Each subcommand is one function ``_name(args) -> int`` plus one :class:`Command`
+entry in :data:`COMMANDS`, which names it, gives its one-line help and lists its
+own arguments (built with :func:`_arg`). Bad input ends with a one-line error on
+stderr and a non-zero exit code.
+"""
+
+import argparse
+import inspect
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import optax
+
+import garo_optax
+
+PROG = "garo-optax"
+
+
+class Command(NamedTuple):
+    """A subcommand: its name, one-line help, function and own arguments."""
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace], int]
+    arguments: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
+
+
+def _arg(*flags: str, **kwargs: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Packs the arguments of one ``parser.add_argument`` call."""
+    return flags, kwargs
+
+
+def public_optimizers() -> dict[str, Callable[..., optax.GradientTransformation]]:
+    """The public optimizers of garo_optax, by name.
+
+    A public optimizer is a function in ``garo_optax.__all__`` annotated to
+    return an :class:`optax.GradientTransformation` (or a subclass, such as
+    :class:`optax.GradientTransformationExtraArgs`).
+
+    Returns:
+      A dict from public name to factory, in ``__all__`` order.
+    """
+    optimizers = {}
+    for name in garo_optax.__all__:
+        obj = getattr(garo_optax, name)
+        if not inspect.isfunction(obj):
+            continue
+        returns = inspect.signature(obj, eval_str=True).return_annotation
+        if inspect.isclass(returns) and issubclass(
+            returns, optax.GradientTransformation
+        ):
+            optimizers[name] = obj
+    return optimizers
+
+
+def summary(obj: Any) -> str:
+    """The first line of an object's docstring ("" when it has none).
+
+    Args:
+      obj: any object.
+
+    Returns:
+      The one-line summary.
+    """
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _list(args: argparse.Namespace) -> int:
+    del args
+    optimizers = public_optimizers()
+    width = max(map(len, optimizers), default=0)
+    for name, factory in optimizers.items():
+        print(f"{name:<{width}}  {summary(factory)}")
+    return 0
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("list", "list the public optimizers with one-line summaries", _list),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Builds the ``garo-optax`` argument parser from :data:`COMMANDS`.
+
+    Returns:
+      The parser; the chosen command's function is in the ``run`` attribute of
+      the parsed namespace.
+    """
+    parser = _Parser(
+        prog=PROG,
+        description="Self-tuning optimizers as optax transformations.",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"{PROG} {garo_optax.__version__}"
+    )
+    subparsers = parser.add_subparsers(
+        title="commands", dest="command", metavar="COMMAND", required=True
+    )
+    for command in COMMANDS:
+        sub = subparsers.add_parser(
+            command.name, help=command.help, description=command.help
+        )
+        for flags, kwargs in command.arguments:
+            sub.add_argument(*flags, **kwargs)
+        sub.set_defaults(run=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``garo-optax`` program.
+
+    Args:
+      argv: the arguments after the program name; ``None`` reads ``sys.argv``.
+
+    Returns:
+      The exit code: 0 on success, non-zero on bad input (after a one-line
+      error on stderr).
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.run(args)
+    except SystemExit as exit_:  # --help, --version and argparse errors
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except ValueError as error:  # invalid values found by a command
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # output piped into e.g. `head`, which closed it
+        # Keep the interpreter's final flush of stdout from raising again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1

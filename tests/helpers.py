@@ -1,0 +1,116 @@
+"""Test helpers: tree comparison, a trace/compile counter and test problems.
+
+Written here rather than imported from ``optax._src.test_utils`` (private).
+"""
+
+import contextlib
+import logging
+import re
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def tree_allclose(actual, desired, *, rtol=1e-6, atol=0.0, ulps: int = 0) -> bool:
+    """Asserts two pytrees have one structure and close leaves; returns True.
+
+    ``ulps`` widens ``rtol`` to that many units of the leaf dtype's precision
+    (for bf16 leaves computed once under jit and once eagerly).
+    """
+    flat_a, def_a = jax.tree.flatten(actual)
+    flat_d, def_d = jax.tree.flatten(desired)
+    assert def_a == def_d, f"tree structures differ:\n{def_a}\n{def_d}"
+    for i, (a, d) in enumerate(zip(flat_a, flat_d)):
+        a, d = np.asarray(a), np.asarray(d)
+        assert a.shape == d.shape, f"leaf {i}: shape {a.shape} != {d.shape}"
+        tol = rtol
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            tol = max(rtol, ulps * float(jnp.finfo(a.dtype).eps))
+            a, d = a.astype(np.float64), d.astype(np.float64)
+        np.testing.assert_allclose(a, d, rtol=tol, atol=atol, err_msg=f"leaf {i}")
+    return True
+
+
+def tree_all_finite(tree) -> bool:
+    """Whether every inexact leaf of ``tree`` is finite everywhere."""
+    leaves = [np.asarray(x) for x in jax.tree.leaves(tree)]
+    return all(
+        np.isfinite(x.astype(np.float64)).all()
+        for x in leaves
+        if jnp.issubdtype(x.dtype, jnp.inexact)
+    )
+
+
+def tree_signature(tree) -> tuple:
+    """Structure, shapes and dtypes of a pytree (of arrays or ShapeDtypeStructs)."""
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((tuple(x.shape), jnp.dtype(x.dtype)) for x in leaves)
+
+
+class TraceCounter:
+    """Wraps a function and counts how often Python runs it (once per trace)."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+        self.count = 0
+
+    def __call__(self, *args, **kwargs):
+        self.count += 1
+        return self.fn(*args, **kwargs)
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]):
+        super().__init__(logging.DEBUG)
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def log_compilations() -> Iterator[list[str]]:
+    """Collects the messages of the XLA compilations that run inside the block."""
+    records: list[logging.LogRecord] = []
+    handler = _ListHandler(records)
+    logger = logging.getLogger("jax")
+    logger.addHandler(handler)
+    compiled: list[str] = []
+    try:
+        with jax.log_compiles(True):
+            yield compiled
+    finally:
+        logger.removeHandler(handler)
+        pattern = re.compile(r"Finished .* compilation")
+        compiled.extend(
+            m for m in (r.getMessage() for r in records) if pattern.search(m)
+        )
+
+
+class Problem(NamedTuple):
+    """A deterministic minimisation problem: objective, minimiser, start point."""
+
+    name: str
+    fn: Callable[[jax.Array], jax.Array]
+    minimum: tuple[float, ...]
+    init: tuple[float, ...]
+
+    def arrays(self, dtype=jnp.float32) -> tuple[jax.Array, jax.Array]:
+        """(init, minimum) as arrays of ``dtype``."""
+        return jnp.asarray(self.init, dtype), jnp.asarray(self.minimum, dtype)
+
+
+def _parabola(x: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.square(x - jnp.asarray([1.0, -1.0, 1.0], x.dtype)))
+
+
+def _rosenbrock(x: jax.Array, a: float = 1.0, b: float = 100.0) -> jax.Array:
+    return jnp.square(a - x[0]) + b * jnp.square(x[1] - jnp.square(x[0]))
+
+
+PARABOLA = Problem("parabola", _parabola, (1.0, -1.0, 1.0), (-1.0, 10.0, 1.0))
+ROSENBROCK = Problem("rosenbrock", _rosenbrock, (1.0, 1.0), (0.0, 0.0))
+PROBLEMS = (PARABOLA, ROSENBROCK)

@@ -1,0 +1,77 @@
+"""The ``garo-optax`` program (imports ``garo_optax._src.cli``, where it lives)."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import garo_optax
+from garo_optax._src import cli
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"garo-optax {garo_optax.__version__}"
+
+
+def test_list_prints_every_public_optimizer_with_its_summary(capsys):
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    optimizers = cli.public_optimizers()
+    assert len(lines) == len(optimizers)
+    for line, (name, factory) in zip(lines, optimizers.items()):
+        assert line.split()[0] == name
+        assert line.endswith(cli.summary(factory))
+        assert cli.summary(factory)
+    assert "ScaleByClaraState" not in "\n".join(lines)
+
+
+def test_every_command_is_registered_in_help(capsys):
+    assert cli.main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in cli.COMMANDS:
+        assert command.name in out and command.help in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["no-such-command"], ["list", "--no-such-flag"], ["--no-such-flag"]],
+)
+def test_bad_input_is_a_one_line_error(argv, capsys):
+    assert cli.main(argv) != 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("garo-optax") and "error:" in err[0]
+
+
+def test_value_error_in_a_command_is_a_one_line_error(monkeypatch, capsys):
+    def broken(args):
+        raise ValueError("steps must be positive, got -1")
+
+    monkeypatch.setattr(cli, "COMMANDS", (cli.Command("broken", "fails", broken),))
+    assert cli.main(["broken"]) == 1
+    err = capsys.readouterr().err
+    assert err == "garo-optax: error: steps must be positive, got -1\n"
+
+
+def test_program_runs_as_a_process():
+    script = shutil.which("garo-optax", path=os.path.dirname(sys.executable))
+    command = [script] if script else [sys.executable, "-m", "garo_optax"]
+    # The `python -m` fallback finds the package in the checkout.
+    pythonpath = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(pythonpath))
+    done = subprocess.run(
+        [*command, "list"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "adam_clara" in done.stdout
+    bad = subprocess.run(
+        [*command, "nope"], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1
