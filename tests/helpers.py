@@ -12,6 +12,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 
 def tree_allclose(actual, desired, *, rtol=1e-6, atol=0.0, ulps: int = 0) -> bool:
@@ -88,6 +89,27 @@ def log_compilations() -> Iterator[list[str]]:
         compiled.extend(
             m for m in (r.getMessage() for r in records) if pattern.search(m)
         )
+
+
+def with_strict_promotion(
+    tx: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
+    """``tx`` with its ``init`` and ``update`` traced under strict dtype promotion.
+
+    For wrapping only garo_optax's own transforms inside a chain whose other
+    elements (``optax.scale_by_adam``) fail under strict promotion.
+    """
+    tx = optax.with_extra_args_support(tx)
+
+    def init(params):
+        with jax.numpy_dtype_promotion("strict"):
+            return tx.init(params)
+
+    def update(updates, state, params=None, **extra_args):
+        with jax.numpy_dtype_promotion("strict"):
+            return tx.update(updates, state, params, **extra_args)
+
+    return optax.GradientTransformationExtraArgs(init, update)
 
 
 class Problem(NamedTuple):
