@@ -4,6 +4,7 @@ from garo_optax._src.autosgm import ScaleByAutoSgmState as ScaleByAutoSgmState
 from garo_optax._src.autosgm import autosgm as autosgm
 from garo_optax._src.autosgm import from_asgm_config as from_asgm_config
 from garo_optax._src.autosgm import scale_by_autosgm as scale_by_autosgm
+from garo_optax._src.clara import ScaleByAdamClaraState as ScaleByAdamClaraState
 from garo_optax._src.clara import ScaleByClaraState as ScaleByClaraState
 from garo_optax._src.clara import adam_clara as adam_clara
 from garo_optax._src.clara import adam_clara_global as adam_clara_global
@@ -24,6 +25,7 @@ __version__ = "0.1.0"
 __all__ = (
     "FilterResponse",
     "QuadraticStability",
+    "ScaleByAdamClaraState",
     "ScaleByAutoSgmState",
     "ScaleByClaraState",
     "adam_clara",

@@ -6,6 +6,7 @@ Numbers marked "spec" are the values of the CLARA specification's test vectors
 
 import math
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -390,3 +391,81 @@ def test_schedule_multiplies_adaptation(key):
     # of a fixed gradient), so the scheduled rate is schedule(t) * factor_t.
     steps = np.arange(1, 11)
     np.testing.assert_allclose(lrs_s, schedule(steps) * lrs_c, rtol=1e-5)
+
+
+# --- The fused Adam-CLARA equals the composable chain. ---------------------------
+
+
+def _adam_then_clara(learning_rate, *, weight_decay=0.0, b1=0.9, c=C, **kwargs):
+    """The chain that adam_clara's fused core implements."""
+    return optax.chain(
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_adam(b1=b1),
+        garo_optax.scale_by_clara(
+            learning_rate, c=c, mu=garo_optax.adam_clara_reference(c, b1), **kwargs
+        ),
+        optax.scale_by_learning_rate(1.0),
+    )
+
+
+FUSED_CASES = {
+    "default": {},
+    "raw_steps": dict(unit_step=False),
+    "no_adapt": dict(adapt=False),
+    "raw_no_adapt": dict(unit_step=False, adapt=False),
+    "schedule": dict(learning_rate=optax.cosine_decay_schedule(0.05, 30, 0.1)),
+    "weight_decay": dict(weight_decay=1e-2),
+}
+
+
+@pytest.mark.parametrize("case", FUSED_CASES.values(), ids=FUSED_CASES.keys())
+def test_fused_adam_clara_equals_chain(key, case):
+    # A dict + tuple tree with a matrix, a vector, a scalar and an empty leaf.
+    params = {
+        "w": jnp.linspace(-1.0, 1.0, 24).reshape(4, 6),
+        "t": (jnp.ones(5), jnp.asarray(0.5)),
+        "empty": jnp.zeros((0, 3)),
+    }
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    grads = treedef.unflatten(
+        [jax.random.normal(k, (30,) + x.shape) for k, x in zip(keys, leaves)]
+    )
+    kwargs = dict(learning_rate=0.05, damping=0.1) | case
+    fused, state, updates, lrs = _run(garo_optax.adam_clara(**kwargs), params, grads)
+    chain, state_c, updates_c, lrs_c = _run(_adam_then_clara(**kwargs), params, grads)
+    helpers.tree_allclose(updates, updates_c, rtol=1e-5, atol=1e-9)  # every step
+    np.testing.assert_allclose(lrs, lrs_c, rtol=1e-5)
+    helpers.tree_allclose(fused, chain, rtol=1e-5)
+    # The rate moved (unless frozen), so the comparison is not vacuous.
+    assert kwargs.get("adapt", True) != np.allclose(lrs[-1] / lrs[-2], 1.0, atol=1e-6)
+    fused_state = state[1]
+    assert isinstance(fused_state, garo_optax.ScaleByAdamClaraState)
+    adam_state, clara_state = state_c[1], state_c[2]
+    assert fused_state.count == adam_state.count == clara_state.count == 30
+    helpers.tree_allclose(fused_state.mu, adam_state.mu, rtol=1e-5, atol=1e-9)
+    helpers.tree_allclose(fused_state.nu, adam_state.nu, rtol=1e-5, atol=1e-12)
+    helpers.tree_allclose(fused_state.path, clara_state.path, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(fused_state.lr_factor, clara_state.lr_factor, 1e-5)
+
+
+def test_fused_adam_clara_strict_promotion_mixed_dtypes(key):
+    params = {"w": jnp.ones((3, 4)), "b": jnp.ones(5, jnp.bfloat16)}
+    grads = {"w": jnp.full((3, 4), 0.5), "b": jnp.full(5, -0.25, jnp.bfloat16)}
+    for kwargs in ({}, dict(weight_decay=1e-2), dict(mu_dtype=jnp.bfloat16)):
+        tx = garo_optax.adam_clara(optax.linear_schedule(0.1, 0.01, 10), **kwargs)
+
+        def two_steps(params, tx=tx):
+            state = tx.init(params)
+            for _ in range(2):
+                updates, state = tx.update(grads, state, params)
+                params = optax.apply_updates(params, updates)
+            return updates, state
+
+        with jax.numpy_dtype_promotion("strict"):
+            updates, state = jax.jit(two_steps)(params)
+        dtypes = lambda tree: jax.tree.map(lambda x: x.dtype, tree)
+        assert dtypes(updates) == dtypes(grads)
+        init = jax.eval_shape(tx.init, params)
+        assert helpers.tree_signature(state) == helpers.tree_signature(init)
+        assert helpers.tree_all_finite((updates, state))
