@@ -121,7 +121,7 @@ REGISTRY: tuple[Entry, ...] = (
           dict(learning_rate=1e-2, normalize="global"), dict(learning_rate=0.1),
           10_000, lr_in_state=True, strict_promotion=True),
     Entry("adam_clara", garo_optax.adam_clara, dict(learning_rate=1e-2),
-          dict(learning_rate=0.03), 5_000, lr_in_state=True),
+          dict(learning_rate=0.03), 5_000, lr_in_state=True, strict_promotion=True),
     Entry("adam_clara_global", garo_optax.adam_clara_global, dict(learning_rate=1e-2),
           dict(learning_rate=0.03), 3_000, static_args=_SEED, lr_in_state=True),
     Entry("adam_clara_local", garo_optax.adam_clara_local, dict(learning_rate=1e-2),
