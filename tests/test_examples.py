@@ -9,9 +9,6 @@ import types
 import numpy as np
 import pytest
 
-pytest.importorskip("flax")
-pytest.importorskip("sklearn")
-
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -26,6 +23,8 @@ def load_example(name: str) -> types.ModuleType:
 
 
 def test_quickstart_trains_and_adapts_lr(capsys):
+    pytest.importorskip("flax")
+    pytest.importorskip("sklearn")
     steps = 50
     result = load_example("quickstart").main(steps=steps)
 
@@ -43,3 +42,27 @@ def test_quickstart_trains_and_adapts_lr(capsys):
     assert np.ptp(np.append(lrs, result["initial_lr"])) > 0
     # It reports its progress.
     assert "test acc" in capsys.readouterr().out
+
+
+def test_design_space_writes_a_png(tmp_path):
+    matplotlib_image = pytest.importorskip("matplotlib.image")
+
+    out = tmp_path / "design_space.png"
+    written = load_example("autosgm_design_space").main(out=str(out), beta=0.9)
+
+    assert pathlib.Path(written) == out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 20_000
+    image = matplotlib_image.imread(out)
+    assert image.ndim == 3 and image.shape[0] > 400 and image.shape[1] > 600
+    assert image.shape[2] in (3, 4)
+    # Not blank: a white background with a good share of drawn pixels.
+    rgb = image[..., :3]
+    assert rgb.std() > 0.05
+    assert (rgb.mean(axis=-1) < 0.9).mean() > 0.01
+
+
+def test_design_space_rejects_a_pole_without_the_readme_zero(tmp_path):
+    module = load_example("autosgm_design_space")
+    with pytest.raises(ValueError, match="beta must be in"):
+        module.main(out=str(tmp_path / "x.png"), beta=0.3)
