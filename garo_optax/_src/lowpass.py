@@ -153,14 +153,7 @@ def lowpass_response(
       Accelerated Learning <https://openreview.net/forum?id=dHdzbKpPNc>`_, 2024
     """
     beta, gamma, eta = _check_filter(pole, zero, gain)
-    if (
-        isinstance(num_frequencies, bool)
-        or not isinstance(num_frequencies, numbers.Integral)
-        or num_frequencies < 2
-    ):
-        raise ValueError(
-            f"num_frequencies must be an integer >= 2, got {num_frequencies!r}"
-        )
+    validate.check_integer("num_frequencies", num_frequencies, 2)
     cancelled = gamma == beta
     scale = eta / (1.0 - gamma)
     omega = np.linspace(0.0, np.pi, int(num_frequencies))

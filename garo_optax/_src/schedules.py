@@ -57,16 +57,6 @@ _NORMALIZATIONS = ("original", "exact")
 _GOLDEN_FRACTION = (math.sqrt(5.0) - 1.0) / 2.0
 
 
-def _check_integer(name: str, value: Any, low: int) -> None:
-    # Frame sizes shape Python-side constants, so they must be concrete integers.
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, numbers.Integral)
-        or value < low
-    ):
-        raise ValueError(f"{name} must be an integer in [{low}, inf), got {value!r}")
-
-
 def _as_static_float(value: Any) -> Any:
     # Python and NumPy numbers become Python floats (weakly typed in jnp, so strict
     # dtype promotion accepts them); arrays pass through unchanged.
@@ -311,8 +301,8 @@ def window_schedule(
     validate.check_choice("mode", mode, _MODES)
     validate.check_choice("sequence", sequence, _SEQUENCES)
     validate.check_choice("normalization", normalization, _NORMALIZATIONS)
-    _check_integer("length", length, 1)
-    _check_integer("sub_shapes", sub_shapes, 1)
+    validate.check_integer("length", length, 1)
+    validate.check_integer("sub_shapes", sub_shapes, 1)
     validate.check_interval("floor", floor, 0.0, 1.0, high_closed=False)
     if not isinstance(flat_top, numbers.Real) or isinstance(flat_top, bool):
         raise ValueError(f"flat_top must be a Python number, got {flat_top!r}")

@@ -73,3 +73,25 @@ def check_choice(name: str, value: Any, allowed: Collection[Any]) -> None:
     if isinstance(value, bool) or value not in allowed:
         choices = ", ".join(repr(a) for a in allowed)
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_integer(name: str, value: Any, low: int) -> None:
+    """Raises `ValueError` unless `value` is a Python (or NumPy) integer >= `low`.
+
+    Unlike the numeric checks above, this one also rejects arrays: integers here
+    shape Python-side constants (lengths, counts), so they must be concrete.
+
+    Args:
+      name: the argument's name, quoted in the message.
+      value: the argument.
+      low: the smallest allowed value.
+
+    Returns:
+      None.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < low
+    ):
+        raise ValueError(f"{name} must be an integer in [{low}, inf), got {value!r}")
