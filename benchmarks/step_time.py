@@ -1,4 +1,10 @@
-"""Per-step time of garo_optax's CLARA optimizers against optax.adam and optax.sgd.
+"""Per-step time of garo_optax's CLARA and AutoSGM optimizers against optax.
+
+Compared against `optax.adam` and `optax.sgd`: `adam_clara`, `clara_sgd`, and
+three AutoSGM configurations: `autosgm_adam` (the "constant" numerator with
+optax.adam's hyperparameters, the same update as `optax.adam(1e-3)`),
+`autosgm_markov` (the "markov" numerator with a raised-cosine window of 10,000
+steps) and `autosgm_markov_zero` (the same with the filter's zero at 0.5).
 
 Each optimizer runs its whole step,
 
@@ -9,9 +15,10 @@ inside one `jax.jit` with the parameters and the optimizer state donated, on a
 transformer-shaped float32 tree (4 layers x 12 leaves + 2 embeddings + a final
 norm = 52 leaves). After a warm-up, the optimizers run round-robin in one
 process, each call ended by `block_until_ready`, and the script reports the
-median time per step and the ratios adam_clara / adam and clara_sgd / sgd taken
-in the same run: on shared machines absolute times drift by about +-30% from
-minute to minute, ratios far less.
+median time per step and the ratios adam_clara / adam, clara_sgd / sgd and
+autosgm_* / adam taken in the same run: on shared machines absolute times drift
+by about +-30% from minute to minute, ratios far less. The first-call compile
+times give the same pairs of ratios (`compile ... :` lines, `compile_ratios`).
 
 The same round-robin also times a jitted, donated `a = a + s * c` over >= 1 GB,
 the in-place read-modify-write pattern of an optimizer step. Its bandwidth gives
@@ -19,8 +26,11 @@ each optimizer's floor, `bytes_per_param * num_params / bandwidth`, and the
 fraction of that floor it reaches (1.0 = memory-bound at the measured bandwidth).
 Bytes per parameter are the compulsory traffic of one step in float32: SGD reads
 g, p and writes p (12); Adam also reads and writes m, v (28); CLARA adds its
-path, read and written (+8). `of base` uses the floor of the base algorithm
-(SGD 12, Adam 28) for the CLARA variants too.
+path, read and written (+8); AutoSGM's "markov" numerator adds three states
+(an EMA of w^2, an EMA of |x|, the correlation), read and written (+24); its
+`corr_clip` buffer (+8 more) is an XLA:CPU device, not counted.
+`of base` uses the floor of the base algorithm (SGD 12, Adam 28) for the CLARA
+and AutoSGM variants too.
 
 Two noise-free diagnostics come with the times, per optimizer: the compiled
 step's temporary buffer (`temp B/param`; XLA:CPU allocates it afresh on every
@@ -29,10 +39,11 @@ faults per step measured around each call (`faults/kparam`, per 1000 params);
 plus the number of element-wise loop fusions and of reductions over arrays in
 the compiled HLO (`loops`, `reductions`, counted from `compile().as_text()`).
 
-Run it from the repository root (about 1 minute for 10M, 3 minutes for 100M on
-2 CPU cores):
+Run it from the repository root (about 2 minutes for 10M, 6 minutes for 100M on
+2 CPU cores; `--optimizers` times a subset):
 
     python benchmarks/step_time.py --sizes 10M 100M --rounds 20 --out results.json
+    python benchmarks/step_time.py --optimizers adam autosgm_markov
 """
 
 import argparse
@@ -72,21 +83,65 @@ LAYERS = 4
 MAX_LEN = 512
 
 # Compulsory bytes per float32 parameter and step (see the module docstring).
-BYTES_PER_PARAM = {"sgd": 12, "adam": 28, "clara_sgd": 20, "adam_clara": 36}
-BASE_BYTES_PER_PARAM = {"sgd": 12, "adam": 28, "clara_sgd": 12, "adam_clara": 28}
-# (numerator, denominator) pairs reported as ratios of medians.
-RATIOS = (("adam_clara", "adam"), ("clara_sgd", "sgd"))
+BYTES_PER_PARAM = {
+    "sgd": 12,
+    "adam": 28,
+    "clara_sgd": 20,
+    "adam_clara": 36,
+    "autosgm_adam": 28,
+    "autosgm_markov": 52,
+    "autosgm_markov_zero": 52,
+}
+BASE_BYTES_PER_PARAM = {
+    "sgd": 12,
+    "adam": 28,
+    "clara_sgd": 12,
+    "adam_clara": 28,
+    "autosgm_adam": 28,
+    "autosgm_markov": 28,
+    "autosgm_markov_zero": 28,
+}
+# (numerator, denominator) pairs reported as ratios of medians (and of compile
+# times).
+RATIOS = (
+    ("adam_clara", "adam"),
+    ("clara_sgd", "sgd"),
+    ("autosgm_adam", "adam"),
+    ("autosgm_markov", "adam"),
+    ("autosgm_markov_zero", "adam"),
+)
+# The window of the AutoSGM "markov" entries.
+WINDOW_LENGTH = 10_000
 BANDWIDTH = "bandwidth"
 BANDWIDTH_BYTES = 1 << 30
 
 
 def default_optimizers() -> dict[str, optax.GradientTransformation]:
-    """The optimizers compared by default, all at their default hyperparameters."""
+    """The optimizers compared by default.
+
+    optax's and CLARA's at their default hyperparameters; AutoSGM in its Adam
+    configuration (the update of `optax.adam(1e-3)`) and with the "markov"
+    numerator and a raised-cosine window, with the filter's zero at 0 and 0.5.
+    """
+    window = garo_optax.window_schedule("raised_cosine", length=WINDOW_LENGTH)
     return {
         "adam": optax.adam(1e-3),
         "adam_clara": garo_optax.adam_clara(1e-3),
         "sgd": optax.sgd(1e-3),
         "clara_sgd": garo_optax.clara_sgd(1e-3),
+        "autosgm_adam": garo_optax.autosgm(
+            1e-3,
+            pole=0.9,
+            zero=0.0,
+            b2=0.999,
+            eps=1e-8,
+            eps_in_sqrt=False,
+            numerator="constant",
+        ),
+        "autosgm_markov": garo_optax.autosgm(1e-3, numerator="markov", window=window),
+        "autosgm_markov_zero": garo_optax.autosgm(
+            1e-3, numerator="markov", zero=0.5, window=window
+        ),
     }
 
 
@@ -362,11 +417,16 @@ def measure(
     return result
 
 
-def ratios(result: dict, pairs: Sequence[tuple[str, str]] = RATIOS) -> dict:
-    """Ratios of median step times, `"a/b": median(a) / median(b)`."""
+def ratios(
+    result: dict, pairs: Sequence[tuple[str, str]] = RATIOS, key: str = "median_ms"
+) -> dict:
+    """Ratios of median step times, `"a/b": median(a) / median(b)`.
+
+    With `key="compile_s"`, the ratios of the first-call compile times.
+    """
     opts = result["optimizers"]
     return {
-        f"{a}/{b}": opts[a]["median_ms"] / opts[b]["median_ms"]
+        f"{a}/{b}": opts[a][key] / opts[b][key]
         for a, b in pairs
         if a in opts and b in opts
     }
@@ -426,13 +486,15 @@ def format_result(size: str, result: dict) -> str:
         ("compile_s", ".2f", 10, "compile s"),
     )
     lines.append(
-        f"  {'optimizer':<12}" + "".join(f" {t:>{w}}" for _, _, w, t in columns)
+        f"  {'optimizer':<20}" + "".join(f" {t:>{w}}" for _, _, w, t in columns)
     )
     for name, e in result["optimizers"].items():
         cells = "".join(" " + _cell(e, k, s, w) for k, s, w, _ in columns)
-        lines.append(f"  {name:<12}{cells}")
+        lines.append(f"  {name:<20}{cells}")
     for key, value in result.get("ratios", {}).items():
         lines.append(f"  {key}: {value:.3f}")
+    for key, value in result.get("compile_ratios", {}).items():
+        lines.append(f"  compile {key}: {value:.3f}")
     return "\n".join(lines)
 
 
@@ -441,6 +503,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "--sizes", nargs="+", default=["10M", "100M"], choices=sorted(SIZES)
+    )
+    parser.add_argument(
+        "--optimizers",
+        nargs="+",
+        default=None,
+        choices=sorted(default_optimizers()),
+        help="time only these (default: all)",
     )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
@@ -453,12 +522,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
 
+    optimizers = default_optimizers()
+    if args.optimizers:
+        optimizers = {k: v for k, v in optimizers.items() if k in args.optimizers}
     report = {"environment": environment(), "sizes": {}}
     for size in args.sizes:
         d, vocab = SIZES[size]
         params = transformer_params(d, vocab)
         result = measure(
-            default_optimizers(),
+            optimizers,
             params,
             args.rounds,
             bandwidth_bytes=args.bandwidth_mb << 20,
@@ -468,6 +540,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         del params
         result["d"], result["vocab"] = d, vocab
         result["ratios"] = ratios(result)
+        result["compile_ratios"] = ratios(result, key="compile_s")
         add_base_fractions(result)
         report["sizes"][size] = result
         print(format_result(size, result), flush=True)

@@ -84,6 +84,10 @@ class ScaleByAutoSgmState(NamedTuple):
     lr_num: optax.Updates | None
     # Per-leaf scalars: the effective learning rate rho_t a_t of the last step.
     lr: optax.Updates
+    # The clipped correlation ("markov", "chebyshev"): the per-element terms whose
+    # mean is the numerator's b_t, kept as a buffer the step rewrites in place
+    # (float32, or float64 for float64 parameters).
+    corr_clip: optax.Updates | None = None
 
 
 def _is_concrete(value: Any) -> bool:
@@ -248,6 +252,13 @@ def scale_by_autosgm(
         def leaf_state(*names):
             return zeros() if numerator in names else None
 
+        def clip_state():  # in the step's compute dtype, which its sum reads
+            def clip(p):
+                dtypes = (p.dtype, mu_dtype or p.dtype)
+                return jnp.zeros(p.shape, numerics.widest_float(*dtypes))
+
+            return jax.tree.map(clip, params)
+
         return ScaleByAutoSgmState(
             count=jnp.zeros([], jnp.int32),
             mu=zeros(mu_dtype),
@@ -259,6 +270,7 @@ def scale_by_autosgm(
             norm_mean=scalars() if numerator == "chebyshev_scalar" else None,
             norm_var=scalars() if numerator == "chebyshev_scalar" else None,
             lr_num=scalars() if uses_lr_num else None,
+            corr_clip=clip_state() if numerator in ("markov", "chebyshev") else None,
             lr=scalars(),
         )
 
@@ -278,6 +290,7 @@ def scale_by_autosgm(
         x_vars, corrs = leaves(state.x_var), leaves(state.corr)
         norm_means, norm_vars = leaves(state.norm_mean), leaves(state.norm_var)
         lr_nums, lr_prev = leaves(state.lr_num), leaves(state.lr)
+        corr_clips = leaves(state.corr_clip)
         sdt = lr_prev[0].dtype if lr_prev else jnp.dtype(jnp.float32)
 
         def scalar(x):
@@ -326,6 +339,16 @@ def scale_by_autosgm(
             wd_scale = lam * (1.0 - beta) / (1.0 - scalar(zero))
         if numerator != "constant":
             bn = scalar(beta_n)
+            # XLA:CPU fuses each output array into its own loop and stores an
+            # expensive value (a root, a quotient) that several loops read in a
+            # temporary array, which costs more than recomputing it: every step
+            # allocates it afresh (a page fault per 4 KiB) and writes and reads it
+            # back. Each consumer of d therefore scales the moment by its own copy
+            # of kappa_2, copies the optimization barrier keeps XLA from merging,
+            # so that no two loops share the root.
+            d_scales = jax.lax.optimization_barrier(
+                (scalar(1.0 if moment_scale is None else moment_scale),) * 5
+            )
 
         new = {k: [] for k in ScaleByAutoSgmState._fields}
         out = []
@@ -349,10 +372,17 @@ def scale_by_autosgm(
                 nu = nus[i]
                 nu_new = c(beta2) * nu.astype(cd) + c(moment_gain) * jnp.square(g)
                 new["nu"].append(nu_new.astype(nu.dtype))
-                p = nu_new if moment_scale is None else c(moment_scale) * nu_new
-                if eps_in_sqrt:
-                    p = p + c(eps_)
-                d = jnp.sqrt(p) + c(eps_)
+
+                def denominator(scale, nu_new=nu_new, cd=cd):
+                    p = nu_new if scale is None else c(scale, cd) * nu_new
+                    if eps_in_sqrt:
+                        p = p + c(eps_, cd)
+                    return jnp.sqrt(p) + c(eps_, cd)
+
+                if numerator == "constant":
+                    d = denominator(moment_scale)
+                else:
+                    d = denominator(d_scales[0])  # the step's own copy
 
             # Smoothing filter: q (the filter output before 1/(1-gamma) and debias).
             mu_c = mu.astype(cd)
@@ -363,8 +393,14 @@ def scale_by_autosgm(
                 q = c(beta) * mu_c + c(in_gain) * g
                 mu_new = q
             else:
-                q = c(beta_state) * mu_c + c(in_gain) * g
                 mu_new = c(beta) * mu_c + c(state_gain) * g
+                if _is_concrete(pole) and not pole_is_zero and numerator != "constant":
+                    # q = mu + eta g from the new state (beta~ = beta here): the
+                    # step, which waits for the numerator, then reads mu_new, so
+                    # mu is updated in place instead of copied first.
+                    q = mu_new + c(gamma * in_gain / beta) * g
+                else:
+                    q = c(beta_state) * mu_c + c(in_gain) * g
             new["mu"].append(mu_new.astype(mu.dtype))
 
             def direction(scale_q, scale_w, q=q, d=d, w=w, cd=cd):
@@ -390,19 +426,22 @@ def scale_by_autosgm(
                 new["norm_mean"].append(mean)
                 new["norm_var"].append(var)
             else:
-                # XLA:CPU emits one loop per output array, each recomputing the
-                # element-wise work it needs, but materializes an expensive op (a
-                # quotient, a root) that two loops share in a temporary buffer,
-                # which costs more than recomputing it. So the quotients that
-                # several loops need are written differently in each loop.
+                # Each loop below (one per state array, then the sum) computes the
+                # quotient x = w g / d with its own d (see d_scales).
                 bn_c, lr0_c, rest = c(bn), c(lr0), c(1.0 - bn)
                 corr = corrs[i]
+
+                def ratio(k, g=g):  # g / d with the k-th copy of d
+                    return g / denominator(d_scales[k])
+
                 if numerator == "max_bound":
-                    g_hat = g / d
                     corr_new = bn_c * corr.astype(cd) + c((1.0 - bn) * lr0) * (
-                        jnp.square(w) + jnp.square(g_hat)
+                        jnp.square(w) + jnp.square(ratio(1))
                     )
-                    o = jnp.minimum(corr_new, lr0_c)
+                    # XLA:CPU sums in a library (YNNPACK) fusion that stores a
+                    # broadcast scalar which another leaf of the same shape also
+                    # uses as a full array: sign(t + i) = 1 makes lr0 this leaf's.
+                    o = jnp.minimum(corr_new, c(lr0 * jnp.sign(t + i)))
                 else:
                     w_sq = w_sqs[i]
                     w_sq_new = bn_c * w_sq.astype(cd) + rest * jnp.square(w)
@@ -412,16 +451,16 @@ def scale_by_autosgm(
                         bn_c * w_sq_new if numerator == "markov" else w_sq_new
                     )
                     x_mean = x_means[i]
-                    x = w * (g / d)  # x = w g / d, as the correlation loop has it
+                    x = w * ratio(2)  # x = w g / d in the correlation's loop
                     if numerator == "markov":
-                        mag = jnp.abs(w * g) / d + c(eps_)
+                        mag = jnp.abs(w * ratio(1)) + c(eps_)
                         x_mean_new = bn_c * x_mean.astype(cd) + rest * mag
                         mag = jnp.abs(x) + c(eps_)
                         h = x * jnp.minimum(mag, _CLIP_FACTOR * x_mean_new) / mag
                     else:
-                        x_mean_new = bn_c * x_mean.astype(cd) + rest * (w * g / d)
+                        x_mean_new = bn_c * x_mean.astype(cd) + rest * (w * ratio(1))
                         x_var = x_vars[i]
-                        r = jnp.abs(g * (w / d) - x_mean_new) + c(eps_)
+                        r = jnp.abs(w * ratio(4) - x_mean_new) + c(eps_)
                         x_var_new = bn_c * x_var.astype(cd) + rest * jnp.square(r)
                         new["x_var"].append(x_var_new.astype(x_var.dtype))
                         r = jnp.abs(x - x_mean_new) + c(eps_)
@@ -431,9 +470,19 @@ def scale_by_autosgm(
                     # c_t = beta_n c_{t-1} + ell h with ell = lr0 / (1 + omega).
                     corr_new = bn_c * corr.astype(cd) + lr0_c * h / one_omega
                     o = jnp.minimum(
-                        jnp.maximum(jnp.abs(corr_new), _tukey(d) * lr0_c / one_omega),
+                        jnp.maximum(
+                            jnp.abs(corr_new),
+                            _tukey(denominator(d_scales[3])) * lr0_c / one_omega,
+                        ),
                         lr0_c * one_omega,
                     )
+                    # o goes to the state's corr_clip buffer, then a plain sum
+                    # reads it back: XLA:CPU's library fusion is slow on the sum of
+                    # an expression (about one pass per operation), and a fresh
+                    # temporary array would cost page faults. The select (t >= 1)
+                    # reads the old buffer, so that jit keeps it and reuses it.
+                    o = jnp.where(t < 0, corr_clips[i].astype(cd), o)
+                    new["corr_clip"].append(o.astype(corr_clips[i].dtype))
                 new["corr"].append(corr_new.astype(corr.dtype))
                 b = _leaf_mean(o, sdt)
                 a = _NUMERATOR_POLE * lr_nums[i] + (1.0 - _NUMERATOR_POLE) * b
@@ -551,8 +600,10 @@ def autosgm(
     The state field ``lr`` holds :math:`\rho_t a_t` per leaf (a tree of scalars
     with the parameters' structure, zero before the first step). Memory: two
     parameter-sized states (``mu``, and ``nu`` when adaptive), plus one for
-    ``"max_bound"``, three for ``"markov"`` and four for ``"chebyshev"``; the
-    ``"constant"`` numerator costs what :func:`optax.adam` costs per step.
+    ``"max_bound"``, four for ``"markov"`` and five for ``"chebyshev"`` (one of
+    them, ``corr_clip``, holds the terms whose mean is :math:`b_t`: it buys a
+    faster step on XLA:CPU); the ``"constant"`` numerator costs what
+    :func:`optax.adam` costs per step.
     ``params`` are required with weight decay and with the ``"max_bound"``,
     ``"markov"`` and ``"chebyshev"`` numerators. No extra arguments are read.
 
