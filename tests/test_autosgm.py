@@ -963,6 +963,29 @@ def test_strict_promotion_and_dtypes(numerator, key):
     assert helpers.tree_all_finite(updates) and helpers.tree_all_finite(state)
 
 
+@pytest.mark.parametrize("numerator", ["max_bound", "markov", "chebyshev"])
+def test_bfloat16_params_keep_numerator_precision(numerator, key):
+    """The beta_n = 0.9999 averages must move in bf16 runs as they do in f32."""
+    w = jax.random.normal(key, (64,), jnp.float32)
+    grads = 0.1 * jax.random.normal(jax.random.fold_in(key, 1), (1000, 64))
+
+    def final_lr(dtype):
+        params = {"w": w.astype(dtype)}
+        tx = garo_optax.autosgm(1e-2, numerator=numerator)
+
+        def step(state, g):
+            _, state = tx.update({"w": g.astype(dtype)}, state, params)
+            return state, None
+
+        state, _ = jax.lax.scan(step, tx.init(params), grads)
+        return _inner(state).lr["w"]
+
+    # Fixed params isolate the numerator statistics from bf16 parameter steps.
+    lr32 = jax.jit(final_lr, static_argnums=0)(jnp.float32)
+    lr16 = jax.jit(final_lr, static_argnums=0)(jnp.bfloat16)
+    assert lr16 == pytest.approx(float(lr32), rel=0.02)
+
+
 def test_float64_scalars_under_x64():
     with jax.enable_x64(True):
         params = {"w": jnp.ones(3, jnp.float64), "v": jnp.ones(2, jnp.float32)}

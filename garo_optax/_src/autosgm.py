@@ -250,7 +250,13 @@ def scale_by_autosgm(
             return jax.tree.map(lambda p: jnp.zeros([], sdt), params)
 
         def leaf_state(*names):
-            return zeros() if numerator in names else None
+            # Numerator averages decay by beta_n (0.9999 by default): bfloat16
+            # could not represent their steps, so they are at least float32.
+            if numerator not in names:
+                return None
+            return jax.tree.map(
+                lambda p: jnp.zeros(p.shape, numerics.widest_float(p.dtype)), params
+            )
 
         def clip_state():  # in the step's compute dtype, which its sum reads
             def clip(p):
@@ -605,7 +611,15 @@ def autosgm(
     faster step on XLA:CPU); the ``"constant"`` numerator costs what
     :func:`optax.adam` costs per step.
     ``params`` are required with weight decay and with the ``"max_bound"``,
-    ``"markov"`` and ``"chebyshev"`` numerators. No extra arguments are read.
+    ``"markov"`` and ``"chebyshev"`` numerators (and under
+    :func:`optax.inject_hyperparams`, where ``weight_decay`` is an array whose
+    value is not known when the transform is built). No extra arguments are read.
+    The numerator averages are kept in float32 at least, whatever the parameters'
+    dtype. Per-leaf scalar fields (``lr``, ``lr_num``) have the parameters' tree
+    structure, so :func:`optax.tree.map_params` maps them too (give it a function
+    that accepts 0-d leaves). Next to another transform with an ``lr`` field (two
+    AutoSGM groups in :func:`optax.partition`, or CLARA in the same chain), read
+    it with ``optax.tree.get(state, "lr", filtering=...)`` or from the sub-state.
 
     .. note::
       Differences from the PyTorch original (version D): the original keeps a
