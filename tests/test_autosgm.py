@@ -856,11 +856,15 @@ def test_missing_params_raises(kwargs):
         tx.update(params, tx.init(params))
 
 
-def test_params_not_needed_for_constant_numerator():
-    tx = garo_optax.autosgm(1e-3, numerator="chebyshev_scalar", zero=0.3)
-    params = {"w": jnp.ones(3)}
-    updates, _ = jax.jit(tx.update)(params, tx.init(params))
-    assert helpers.tree_all_finite(updates)
+@pytest.mark.parametrize("numerator", ["constant", "chebyshev_scalar"])
+def test_params_not_needed_without_weight_decay(numerator):
+    # These numerators never read the parameters: params=None gives the same step.
+    tx = garo_optax.autosgm(1e-3, numerator=numerator, zero=0.3)
+    params = {"w": jnp.array([1.0, -2.0, 0.5])}
+    without, _ = jax.jit(tx.update)(params, tx.init(params))
+    with_params, _ = jax.jit(tx.update)(params, tx.init(params), params)
+    np.testing.assert_array_equal(without["w"], with_params["w"])
+    assert np.all(np.asarray(without["w"]) != 0)
 
 
 # --- inject_hyperparams, strict promotion, dtypes. ---------------------------------

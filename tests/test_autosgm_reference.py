@@ -243,11 +243,6 @@ def test_reference_window_matches_spec_table():
 # (b) The library against the reference on a mixed pytree, float64, 50 steps
 # ----------------------------------------------------------------------------------
 
-_HAS_LIB = hasattr(garo_optax, "autosgm") and hasattr(garo_optax, "window_schedule")
-needs_lib = pytest.mark.skipif(
-    not _HAS_LIB, reason="garo_optax.autosgm / window_schedule not available yet"
-)
-
 STEPS = 50
 # Float64 on both sides with the same operations up to reassociation; the
 # per-step differences are rounding only (~1e-15) and the 50-step problem is
@@ -380,7 +375,6 @@ MAIN_CASES = [
 ]
 
 
-@needs_lib
 @pytest.mark.parametrize("case", MAIN_CASES, ids=str)
 def test_autosgm_matches_reference(case):
     kwargs = dict(
@@ -452,14 +446,12 @@ EXTRA_CASES = {
 }
 
 
-@needs_lib
 @pytest.mark.parametrize("name", list(EXTRA_CASES))
 def test_autosgm_matches_reference_extra(name):
     kwargs, window = EXTRA_CASES[name]
     _check(kwargs, window)
 
 
-@needs_lib
 def test_window_schedule_matches_reference_window():
     with jax.enable_x64(True):
         sched = garo_optax.window_schedule("raised_cosine", mode="half", **WINDOW)

@@ -818,8 +818,11 @@ def from_asgm_config(
       ``sub_shapes=cfact`` (``cfact >= 3``). ``cfact = 0`` reproduces the
       original's epoch-mode quirk: ``length = tau`` and each value held for
       ``tau`` steps (a staircase), because the original's epoch counter
-      advances every ``tau`` steps rather than every ``spe``. ``e = 1`` is a
-      window of 1;
+      advances every ``tau`` steps rather than every ``spe``; from the second
+      frame on, the staircase restarts at the window's first value (the closed
+      form ``shape(((k - 1) mod L) / L)``), where a literal reading of the
+      original's frame-advance rule would evaluate the shape outside [0, 1].
+      ``e = 1`` is a window of 1;
     * ``wd_cfg = (wd_cte, wd_lvl)``: ``weight_decay`` and
       ``weight_decay_mode`` (``"coupled"`` for ``wd_lvl = 0``, else
       ``"decoupled"``, scaled by ``(1 - beta_i) / (1 - gamma_i)`` as in the
