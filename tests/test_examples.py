@@ -63,6 +63,7 @@ def test_design_space_writes_a_png(tmp_path):
 
 
 def test_design_space_rejects_a_pole_without_the_readme_zero(tmp_path):
+    pytest.importorskip("matplotlib")
     module = load_example("autosgm_design_space")
     with pytest.raises(ValueError, match="beta must be in"):
         module.main(out=str(tmp_path / "x.png"), beta=0.3)
