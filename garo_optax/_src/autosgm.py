@@ -26,7 +26,7 @@ the step count.
 """
 
 import numbers
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -38,14 +38,8 @@ Numerator = Literal["constant", "chebyshev_scalar", "max_bound", "markov", "cheb
 WeightDecayMode = Literal["coupled", "decoupled"]
 
 # In the original's ``num_lrc`` order: the code of a numerator is its index.
-NUMERATORS: tuple[str, ...] = (
-    "constant",
-    "chebyshev_scalar",
-    "max_bound",
-    "markov",
-    "chebyshev",
-)
-_WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+NUMERATORS: tuple[str, ...] = get_args(Numerator)
+_WEIGHT_DECAY_MODES = get_args(WeightDecayMode)
 # Numerators that read the parameters, and those smoothed by the EMA0.1 of L.
 _READS_PARAMS = ("max_bound", "markov", "chebyshev")
 # The original's fixed constants: the Huber/Chebyshev clip factor (``cf``) and the

@@ -19,7 +19,7 @@ original's position in the frame ``(t - 1) mod length`` is ``count mod length``.
 import fractions
 import math
 import numbers
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -41,17 +41,10 @@ Sequence = Literal["uniform", "kronecker"]
 Normalization = Literal["original", "exact"]
 
 # The original's rc_cfg ``rcm`` code of each shape is its position here plus one.
-SHAPES: tuple[str, ...] = (
-    "raised_cosine",
-    "polynomial",
-    "exponential",
-    "simple_polynomial",
-    "logistic",
-    "late_logistic",
-)
-_MODES = ("half", "full")
-_SEQUENCES = ("uniform", "kronecker")
-_NORMALIZATIONS = ("original", "exact")
+SHAPES: tuple[str, ...] = get_args(Shape)
+_MODES = get_args(Mode)
+_SEQUENCES = get_args(Sequence)
+_NORMALIZATIONS = get_args(Normalization)
 
 # Kronecker sequence step: the fractional part of the golden ratio.
 _GOLDEN_FRACTION = (math.sqrt(5.0) - 1.0) / 2.0
