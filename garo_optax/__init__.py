@@ -13,6 +13,12 @@ from garo_optax._src.clara import adam_clara_reference as adam_clara_reference
 from garo_optax._src.clara import adam_clara_smoothed as adam_clara_smoothed
 from garo_optax._src.clara import clara_sgd as clara_sgd
 from garo_optax._src.clara import scale_by_clara as scale_by_clara
+from garo_optax._src.controller import GaroController as GaroController
+from garo_optax._src.controller import init_controller as init_controller
+from garo_optax._src.garo import GaroState as GaroState
+from garo_optax._src.garo import garo as garo
+from garo_optax._src.garo import hyperparams as hyperparams
+from garo_optax._src.garo import scale_by_garo as scale_by_garo
 from garo_optax._src.lowpass import FilterResponse as FilterResponse
 from garo_optax._src.lowpass import QuadraticStability as QuadraticStability
 from garo_optax._src.lowpass import lowpass_response as lowpass_response
@@ -24,6 +30,8 @@ __version__ = "0.1.0"
 
 __all__ = (
     "FilterResponse",
+    "GaroController",
+    "GaroState",
     "QuadraticStability",
     "ScaleByAdamClaraState",
     "ScaleByAutoSgmState",
@@ -36,10 +44,14 @@ __all__ = (
     "autosgm",
     "clara_sgd",
     "from_asgm_config",
+    "garo",
+    "hyperparams",
+    "init_controller",
     "lowpass_response",
     "max_stable_step",
     "quadratic_stability",
     "scale_by_autosgm",
     "scale_by_clara",
+    "scale_by_garo",
     "window_schedule",
 )

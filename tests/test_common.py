@@ -110,6 +110,7 @@ _LOCAL_COLLAPSE = (
     "step; on this problem the rate decays to 0 before the optimum is reached"
 )
 _SEED = ("version",)
+_GARO_CONVERGE = dict(learning_rate_init=1e-3, momentum_init=0.9)
 
 # One entry per line (or two); ``# fmt: off`` keeps the table compact.
 # fmt: off
@@ -153,6 +154,18 @@ REGISTRY: tuple[Entry, ...] = (
     Entry("from_asgm_config", garo_optax.from_asgm_config,
           dict(lr_cfg=(True, 1e-2, 0)), dict(lr_cfg=(True, 0.03, 0)), 3_000,
           strict_promotion=True),
+    # GARO (garo_optax/_src/garo.py): it reads the loss, so value= is always passed.
+    Entry("garo", garo_optax.garo, dict(), _GARO_CONVERGE, 5_000, needs_value=True,
+          lr_in_state=True, strict_promotion=True, covers=("scale_by_garo",)),
+    Entry("garo_lagged_coupled", garo_optax.garo,
+          dict(lagged=True, coupled_wd=True, momentum_nonneg=True, seed=1),
+          _GARO_CONVERGE, 5_000, needs_value=True, lr_in_state=True,
+          strict_promotion=True),
+    Entry("garo_per_tensor", garo_optax.garo, dict(granularity="per_tensor"),
+          _GARO_CONVERGE, 5_000, needs_value=True, strict_promotion=True),
+    Entry("garo_per_tensor_lagged", garo_optax.garo,
+          dict(granularity="per_tensor", lagged=True, seed=2), _GARO_CONVERGE, 5_000,
+          needs_value=True, strict_promotion=True),
 )
 # fmt: on
 

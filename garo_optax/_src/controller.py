@@ -1,0 +1,376 @@
+r"""The GARO controller: a GRU over global gradient statistics and three heads.
+
+GARO ("Global Adaptive Recurrent Optimizer") is specified only by a README
+(``theoryjames1-glitch/GLOBAL-ADAPTIVE-RECURRENT-OPTIMIZER``): a GRU whose one
+hidden state, driven by statistics of the gradient, emits the learning rate,
+momentum and weight decay of every step. This module holds the controller's
+weights (:class:`GaroController`), their initialization (:func:`init_controller`)
+and the pure functions :func:`features`, :func:`gru_cell` and :func:`heads`
+that :func:`garo_optax.scale_by_garo` calls. The design is the project's
+(``specs/garo.md`` §4); the structure follows ``nn_adam.py`` of
+google/learned_optimization.
+
+Features, in this order (all float32, float64 under x64), from the global
+gradient norm :math:`G_t = \sqrt{\sum_k \|g^{(k)}_t\|^2}`:
+
+0. ``f1 = 0.2 * clip(ln(G_t + 1e-12), -10, 10)`` in [-2, 2], the log-norm.
+1. ``f2 = 0.5 * clip(ln((G_t + 1e-12) / (Ĝ_{t-1} + 1e-12)), -5, 5)``, the change
+   against the bias-corrected EMA :math:`\hat G` (decay 0.9) of the previous
+   norms; 0 at the first step.
+2. ``f3 = <g_t, v_{t-1}> / (G_t ‖v_{t-1}‖ + 1e-12)`` clipped to [-1, 1], the
+   cosine between the gradient and the momentum buffer; 0 at the first step.
+3. ``f4 = 0.2 * clip((L_t - μ̂_{t-1}) / sqrt(σ̂²_{t-1} + 1e-8), -5, 5)``, the
+   loss ``value=`` normalized by bias-corrected EMAs (decay 0.9) of its mean
+   and variance from previous steps; 0 without a loss or at the first step.
+
+Raw gradients never enter the GRU. A norm whose square overflows saturates
+:math:`G_t` at ``1e30`` (``f1`` is clipped long before), and a feature that is
+still not finite is replaced by 0, so the GRU only ever sees finite inputs.
+
+Per-tensor mode (``granularity="per_tensor"``, spec §4.9): f1–f3 are computed
+per leaf from that leaf's norm, norm EMA and cosine (f4 is shared), and the
+context ``ctx_w @ mean_k h^{(k)}_{t-1}`` (width 4) is appended, so the GRU input
+has 8 entries; the same GRU and heads run on every leaf (``jax.vmap``), giving
+one hidden state and one (lr, mom, wd) per leaf, in flatten order.
+
+The GRU uses the PyTorch gate convention (rows ``[r; z; n]`` of ``w_ih``,
+``w_hh``, ``b_ih``, ``b_hh``) with :math:`h_0 = 0`, so :math:`|h_i| < 1` always.
+The heads are ``lr = softplus(.)``, ``mom = tanh(.)``, ``wd = softplus(.)``
+(rows 0, 1, 2 of ``head_w`` and ``head_b``).
+"""
+
+import math
+import numbers
+from typing import Literal, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from garo_optax._src import validate
+
+Granularity = Literal["global", "per_tensor"]
+
+NUM_FEATURES = 4
+NUM_CONTEXT = 4  # width of the per-tensor mean-context (§4.9).
+G_BETA = 0.9  # decay of the EMA of the gradient norm (f2).
+LOSS_BETA = 0.9  # decay of the loss EMAs (f4).
+_NORM_EPS = 1e-12
+_NORM_MAX = 1e30  # saturation of G (and of the momentum norm).
+_LOSS_EPS = 1e-8
+
+
+class GaroController(NamedTuple):
+    """The weights of the GARO controller: a GRU cell and three heads.
+
+    Shapes for hidden size ``H`` and ``F = 4`` features: ``w_ih`` (3H, F),
+    ``w_hh`` (3H, H), ``b_ih`` and ``b_hh`` (3H,) with gate rows ``[r; z; n]``;
+    ``head_w`` (3, H) and ``head_b`` (3,) with rows (lr, mom, wd). In
+    per-tensor mode ``ctx_w`` (C, H) projects the hidden states for the
+    mean-context and ``w_ih`` is (3H, F + C); in global mode C = 0.
+    """
+
+    w_ih: jax.Array
+    w_hh: jax.Array
+    b_ih: jax.Array
+    b_hh: jax.Array
+    head_w: jax.Array
+    head_b: jax.Array
+    ctx_w: jax.Array
+
+
+def _inverse_softplus(y) -> float:
+    # ln(expm1(y)) in float64; softplus cannot reach 0, so 0 maps to -inf
+    # (the head then emits exactly 0).
+    if isinstance(y, numbers.Real):
+        return -math.inf if y == 0 else math.log(math.expm1(float(y)))
+    y = jnp.asarray(y)
+    return jnp.where(y == 0, -jnp.inf, jnp.log(jnp.expm1(jnp.where(y == 0, 1.0, y))))
+
+
+def _atanh(y):
+    if isinstance(y, numbers.Real):
+        return math.atanh(float(y))
+    return jnp.arctanh(jnp.asarray(y))
+
+
+def default_dtype() -> jnp.dtype:
+    """float32, or float64 when x64 is enabled."""
+    return jnp.dtype(jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+
+
+def check_options(
+    *,
+    hidden_size=32,
+    head_init_scale=0.1,
+    learning_rate_init=0.01,
+    momentum_init=0.0,
+    weight_decay_init=1e-6,
+    granularity="global",
+) -> None:
+    """Raises `ValueError` for a bad controller option (see `init_controller`).
+
+    Args:
+      hidden_size: see `init_controller`.
+      head_init_scale: see `init_controller`.
+      learning_rate_init: see `init_controller`.
+      momentum_init: see `init_controller`.
+      weight_decay_init: see `init_controller`.
+      granularity: see `init_controller`.
+
+    Returns:
+      None.
+    """
+    validate.check_integer("hidden_size", hidden_size, 1)
+    validate.check_interval("head_init_scale", head_init_scale, 0.0, None)
+    validate.check_positive("learning_rate_init", learning_rate_init)
+    validate.check_interval(
+        "momentum_init", momentum_init, -1.0, 1.0, low_closed=False, high_closed=False
+    )
+    validate.check_interval("weight_decay_init", weight_decay_init, 0.0, None)
+    validate.check_choice("granularity", granularity, ("global", "per_tensor"))
+
+
+def init_controller(
+    key: jax.Array,
+    *,
+    hidden_size: int = 32,
+    head_init_scale: float = 0.1,
+    learning_rate_init: float = 0.01,
+    momentum_init: float = 0.0,
+    weight_decay_init: float = 1e-6,
+    granularity: Granularity = "global",
+) -> GaroController:
+    r"""Draws the weights of a GARO controller (``specs/garo.md`` §4.3–§4.4).
+
+    GRU weights and biases are drawn from
+    :math:`U(-1/\sqrt H, 1/\sqrt H)` (PyTorch's ``nn.GRUCell`` default), head
+    weights from :math:`N(0, (s/\sqrt H)^2)` with :math:`s` = ``head_init_scale``.
+    The head biases make the outputs at :math:`h = 0` equal the ``*_init``
+    values: ``softplus⁻¹(learning_rate_init)``, ``atanh(momentum_init)`` and
+    ``softplus⁻¹(weight_decay_init)`` (``-inf`` for 0, which turns weight decay
+    off exactly). ``head_init_scale=0`` makes the heads ignore the hidden state:
+    GARO is then SGD with constant hyperparameters.
+
+    Args:
+      key: a PRNG key.
+      hidden_size: hidden size ``H`` >= 1 of the GRU.
+      head_init_scale: scale ``s`` >= 0 of the head weights.
+      learning_rate_init: learning rate > 0 emitted at :math:`h = 0`.
+      momentum_init: momentum in (-1, 1) emitted at :math:`h = 0`.
+      weight_decay_init: weight decay >= 0 emitted at :math:`h = 0`.
+      granularity: ``"global"`` (one hidden state) or ``"per_tensor"`` (one
+        per leaf, with a mean-context of width 4 appended to the features;
+        ``ctx_w`` is then (4, H) instead of (0, H)).
+
+    Returns:
+      A :class:`GaroController` of float32 arrays (float64 under x64).
+
+    Examples:
+      >>> import jax
+      >>> import garo_optax
+      >>> theta = garo_optax.init_controller(jax.random.key(0), hidden_size=8)
+      >>> theta.w_hh.shape
+      (24, 8)
+    """
+    check_options(
+        hidden_size=hidden_size,
+        head_init_scale=head_init_scale,
+        learning_rate_init=learning_rate_init,
+        momentum_init=momentum_init,
+        weight_decay_init=weight_decay_init,
+        granularity=granularity,
+    )
+    dtype = default_dtype()
+    h = hidden_size
+    bound = 1.0 / math.sqrt(h)
+    keys = jax.random.split(key, 6)
+    context = NUM_CONTEXT if granularity == "per_tensor" else 0
+    uniform = lambda k, shape: jax.random.uniform(k, shape, dtype, -bound, bound)
+    head_w = jax.random.normal(keys[4], (3, h), dtype) * jnp.asarray(
+        head_init_scale / math.sqrt(h), dtype
+    )
+    head_b = jnp.stack(
+        [
+            jnp.asarray(_inverse_softplus(learning_rate_init), dtype),
+            jnp.asarray(_atanh(momentum_init), dtype),
+            jnp.asarray(_inverse_softplus(weight_decay_init), dtype),
+        ]
+    )
+    return GaroController(
+        w_ih=uniform(keys[0], (3 * h, NUM_FEATURES + context)),
+        w_hh=uniform(keys[1], (3 * h, h)),
+        b_ih=uniform(keys[2], (3 * h,)),
+        b_hh=uniform(keys[3], (3 * h,)),
+        head_w=head_w,
+        head_b=head_b,
+        ctx_w=uniform(keys[5], (context, h)),
+    )
+
+
+def check_controller(controller: GaroController, granularity: str) -> int:
+    """Raises `ValueError` when the controller's shapes do not fit the options.
+
+    Args:
+      controller: a :class:`GaroController` (arrays or tracers).
+      granularity: ``"global"`` or ``"per_tensor"``.
+
+    Returns:
+      The hidden size ``H``.
+    """
+    if not isinstance(controller, GaroController):
+        raise ValueError(
+            f"controller must be a GaroController, got {type(controller).__name__}"
+        )
+    h = np.shape(controller.w_hh)[-1] if np.ndim(controller.w_hh) == 2 else -1
+    context = NUM_CONTEXT if granularity == "per_tensor" else 0
+    expected = {
+        "w_ih": (3 * h, NUM_FEATURES + context),
+        "w_hh": (3 * h, h),
+        "b_ih": (3 * h,),
+        "b_hh": (3 * h,),
+        "head_w": (3, h),
+        "head_b": (3,),
+        "ctx_w": (context, h),
+    }
+    for name, shape in expected.items():
+        got = tuple(np.shape(getattr(controller, name)))
+        if h < 1 or got != shape:
+            raise ValueError(
+                f"controller.{name} must have shape {shape} for a {granularity} "
+                "controller "
+                f"with hidden size {h}, got {got}"
+            )
+    return h
+
+
+def weight_decay_is_off(controller: GaroController) -> bool:
+    """Whether the wd head is statically off (bias -inf on a concrete array).
+
+    Args:
+      controller: a :class:`GaroController`.
+
+    Returns:
+      ``True`` only when it is known at trace time that ``wd`` is always 0.
+    """
+    bias = controller.head_b
+    if isinstance(bias, jax.core.Tracer):
+        return False
+    return bool(np.isneginf(np.asarray(bias)[2]))
+
+
+def _dot(a, b):
+    return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def gru_cell(controller: GaroController, x: jax.Array, h: jax.Array) -> jax.Array:
+    r"""One GRU step in the PyTorch gate convention.
+
+    .. math::
+      \begin{align*}
+        r &= \sigma(W_{ir} x + b_{ir} + W_{hr} h + b_{hr}) \\
+        z &= \sigma(W_{iz} x + b_{iz} + W_{hz} h + b_{hz}) \\
+        n &= \tanh(W_{in} x + b_{in} + r \odot (W_{hn} h + b_{hn})) \\
+        h' &= (1 - z) \odot n + z \odot h
+      \end{align*}
+
+    Args:
+      controller: the weights; its dtype is the compute dtype.
+      x: the features, shape (4,).
+      h: the previous hidden state, shape (H,).
+
+    Returns:
+      The new hidden state, shape (H,).
+    """
+    gi = _dot(controller.w_ih, x) + controller.b_ih
+    gh = _dot(controller.w_hh, h) + controller.b_hh
+    i_r, i_z, i_n = jnp.split(gi, 3)
+    h_r, h_z, h_n = jnp.split(gh, 3)
+    r = jax.nn.sigmoid(i_r + h_r)
+    z = jax.nn.sigmoid(i_z + h_z)
+    n = jnp.tanh(i_n + r * h_n)
+    return (1 - z) * n + z * h
+
+
+def heads(
+    controller: GaroController, h: jax.Array, *, momentum_nonneg: bool = False
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The hyperparameters ``(lr, mom, wd)`` emitted from a hidden state.
+
+    Args:
+      controller: the weights.
+      h: the hidden state, shape (H,).
+      momentum_nonneg: clip the momentum to [0, 0.99].
+
+    Returns:
+      Three scalars: ``softplus``, ``tanh`` and ``softplus`` of the head rows.
+    """
+    raw = _dot(controller.head_w, h) + controller.head_b
+    lr = jax.nn.softplus(raw[0])
+    mom = jnp.tanh(raw[1])
+    if momentum_nonneg:
+        mom = jnp.clip(mom, 0.0, 0.99)
+    wd = jax.nn.softplus(raw[2])
+    return lr, mom, wd
+
+
+def _finite_or_zero(x):
+    return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))
+
+
+def features(
+    *,
+    sq_norm: jax.Array,
+    dot_gv: jax.Array,
+    v_sq_norm: jax.Array,
+    g_ema: jax.Array,
+    count: jax.Array,
+    loss: jax.Array | None,
+    loss_mean: jax.Array,
+    loss_var: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """The four GRU inputs of one step (see the module docstring).
+
+    All arguments are scalars in the compute dtype (``count`` is int32), or,
+    in per-tensor mode, ``sq_norm``, ``dot_gv``, ``v_sq_norm`` and ``g_ema`` are
+    vectors with one entry per leaf.
+
+    Args:
+      sq_norm: :math:`G_t^2 = \\sum_k \\|g^{(k)}_t\\|^2`.
+      dot_gv: :math:`\\sum_k \\langle g^{(k)}_t, v^{(k)}_{t-1} \\rangle`.
+      v_sq_norm: :math:`\\|v_{t-1}\\|^2`.
+      g_ema: the raw EMA of previous norms (not bias-corrected).
+      count: the number of previous (non-skipped) steps, ``t - 1``.
+      loss: the loss :math:`L_t`, or ``None``.
+      loss_mean: the raw EMA of previous losses.
+      loss_var: the raw EMA of previous squared loss deviations.
+
+    Returns:
+      ``(x, G)``: the features, shape (4,) (or (K, 4)), and the (saturated)
+      norm :math:`G_t` (or one per leaf).
+    """
+    dtype = g_ema.dtype
+    eps = jnp.asarray(_NORM_EPS, dtype)
+    big = jnp.asarray(_NORM_MAX, dtype)
+    norm = jnp.minimum(jnp.sqrt(sq_norm), big)
+    v_norm = jnp.minimum(jnp.sqrt(v_sq_norm), big)
+    first = count == 0
+    t = count.astype(dtype)
+    one = jnp.ones([], dtype)
+    g_corr = jnp.where(first, one, one - jnp.asarray(G_BETA, dtype) ** t)
+    g_hat = g_ema / g_corr
+    f1 = 0.2 * jnp.clip(jnp.log(norm + eps), -10.0, 10.0)
+    f2 = 0.5 * jnp.clip(jnp.log((norm + eps) / (g_hat + eps)), -5.0, 5.0)
+    f2 = jnp.where(first, jnp.zeros([], dtype), f2)
+    f3 = jnp.clip(dot_gv / (norm * v_norm + eps), -1.0, 1.0)
+    f3 = jnp.where(first, jnp.zeros([], dtype), f3)
+    if loss is None:
+        f4 = jnp.zeros([], dtype)
+    else:
+        l_corr = jnp.where(first, one, one - jnp.asarray(LOSS_BETA, dtype) ** t)
+        z = (loss - loss_mean / l_corr) / jnp.sqrt(loss_var / l_corr + _LOSS_EPS)
+        f4 = 0.2 * jnp.clip(z, -5.0, 5.0)
+        f4 = jnp.where(first, jnp.zeros([], dtype), f4)
+    f4 = jnp.broadcast_to(f4, f1.shape)
+    x = jnp.stack([f1, f2, f3, f4], axis=-1).astype(dtype)
+    return _finite_or_zero(x), norm
