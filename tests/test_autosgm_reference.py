@@ -19,6 +19,7 @@ import numpy as np
 import optax
 import pytest
 from reference import autosgm_numpy as ref
+from reference import problems
 
 import garo_optax
 
@@ -256,32 +257,9 @@ _SHAPES = {"w": (3, 4), "b": (5,), "s": (1,)}
 
 
 def _make_problem():
-    names = sorted(_SHAPES)  # the flatten order of a dict
-    data = {}
-    for name in names:
-        rng = np.random.default_rng([7, ord(name)])
-        shape = _SHAPES[name]
-        x0 = rng.normal(size=shape)
-        x0 = np.where(np.abs(x0) < 0.05, 0.3, x0)  # no tiny weights
-        data[name] = (
-            x0,
-            rng.uniform(0.5, 3.0, size=shape),  # curvature
-            rng.normal(size=shape),  # target
-            0.41 * ord(name),  # phase of the deterministic noise
-        )
-    params = {name: data[name][0] for name in _SHAPES}
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    assert [x.shape for x in leaves] == [_SHAPES[n] for n in names]
-
-    def grads_fn(theta, t):
-        out = []
-        for x, name in zip(theta, names):
-            _, h, tgt, phase = data[name]
-            idx = np.arange(x.size, dtype=np.float64).reshape(x.shape)
-            out.append(h * (x - tgt) + 0.1 * np.sin(0.7 * t + 1.3 * idx + phase))
-        return out
-
-    return params, leaves, treedef, grads_fn
+    return problems.noisy_quadratic(
+        _SHAPES, seed=7, phase_scale=0.41, noise=0.1, min_abs=0.05
+    )
 
 
 PROBLEM = _make_problem()

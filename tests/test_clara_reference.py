@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 from reference import clara_numpy as ref
+from reference import problems
 
 import garo_optax
 
@@ -31,35 +32,7 @@ _SHAPES = {"w": (3, 4), "s": (1,), "b": (5,), "k": (2, 3)}
 
 
 def _make_problem(shapes):
-    """Returns (params tree, flat leaves, treedef, grads_fn(leaves, t)).
-
-    The data of each leaf depends only on its name, so adding zero-size leaves
-    leaves the problem on the other leaves unchanged.
-    """
-    names = sorted(shapes)  # the flatten order of a dict
-    data = {}
-    for name in names:
-        rng = np.random.default_rng([0, ord(name)])
-        shape = shapes[name]
-        data[name] = (
-            rng.normal(size=shape),  # initial value
-            rng.uniform(0.5, 3.0, size=shape),  # curvature
-            rng.normal(size=shape),  # target
-            0.37 * ord(name),  # phase of the deterministic noise
-        )
-    params = {name: data[name][0] for name in shapes}
-    leaves, treedef = jax.tree_util.tree_flatten(params)
-    assert [x.shape for x in leaves] == [shapes[n] for n in names]
-
-    def grads_fn(theta, t):
-        out = []
-        for x, name in zip(theta, names):
-            _, h, tgt, phase = data[name]
-            idx = np.arange(x.size, dtype=np.float64).reshape(x.shape)
-            out.append(h * (x - tgt) + 0.05 * np.sin(0.7 * t + 1.3 * idx + phase))
-        return out
-
-    return params, leaves, treedef, grads_fn
+    return problems.noisy_quadratic(shapes, seed=0, phase_scale=0.37, noise=0.05)
 
 
 PROBLEM = _make_problem(_SHAPES)
