@@ -91,6 +91,12 @@ BYTES_PER_PARAM = {
     "autosgm_adam": 28,
     "autosgm_markov": 52,
     "autosgm_markov_zero": 52,
+    "sgd_momentum": 20,
+    # GARO: SGD + momentum plus one read of g and v for the statistics.
+    "garo": 28,
+    "garo_lagged": 28,
+    "garo_per_tensor": 28,
+    "garo_per_tensor_lagged": 28,
 }
 BASE_BYTES_PER_PARAM = {
     "sgd": 12,
@@ -100,7 +106,13 @@ BASE_BYTES_PER_PARAM = {
     "autosgm_adam": 28,
     "autosgm_markov": 28,
     "autosgm_markov_zero": 28,
+    "sgd_momentum": 20,
+    "garo": 20,
+    "garo_lagged": 20,
+    "garo_per_tensor": 20,
+    "garo_per_tensor_lagged": 20,
 }
+GARO_VARIANTS = ("garo", "garo_lagged", "garo_per_tensor", "garo_per_tensor_lagged")
 # (numerator, denominator) pairs reported as ratios of medians (and of compile
 # times).
 RATIOS = (
@@ -109,6 +121,12 @@ RATIOS = (
     ("autosgm_adam", "adam"),
     ("autosgm_markov", "adam"),
     ("autosgm_markov_zero", "adam"),
+    ("sgd_momentum", "adam"),
+    *(
+        (name, base)
+        for name in GARO_VARIANTS
+        for base in ("sgd_momentum", "adam")
+    ),
 )
 # The window of the AutoSGM "markov" entries.
 WINDOW_LENGTH = 10_000
@@ -141,6 +159,13 @@ def default_optimizers() -> dict[str, optax.GradientTransformation]:
         "autosgm_markov": garo_optax.autosgm(1e-3, numerator="markov", window=window),
         "autosgm_markov_zero": garo_optax.autosgm(
             1e-3, numerator="markov", zero=0.5, window=window
+        ),
+        "sgd_momentum": optax.sgd(0.01, momentum=0.9),
+        "garo": garo_optax.garo(),
+        "garo_lagged": garo_optax.garo(lagged=True),
+        "garo_per_tensor": garo_optax.garo(granularity="per_tensor"),
+        "garo_per_tensor_lagged": garo_optax.garo(
+            granularity="per_tensor", lagged=True
         ),
     }
 

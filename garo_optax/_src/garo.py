@@ -154,14 +154,15 @@ def scale_by_garo(
         shape = [len(jax.tree.leaves(params))] if per_tensor else []
         h = jnp.zeros([*shape, hidden_size], dtype)
         lr, mom, wd = heads(theta, h)
-        zero = jnp.zeros([], dtype)
+        # Distinct buffers for every leaf, so that the state can be donated.
+        zero = lambda: jnp.zeros([], dtype)
         return GaroState(
             count=jnp.zeros([], jnp.int32),
             h=h,
             momentum=optax.tree.zeros_like(params),
             g_ema=jnp.zeros(shape, dtype),
-            loss_mean=zero,
-            loss_var=zero,
+            loss_mean=zero(),
+            loss_var=zero(),
             lr=lr,
             mom=mom,
             wd=wd,
@@ -180,21 +181,20 @@ def scale_by_garo(
         work = [numerics.widest_float(g.dtype, dtype) for g in grads]
         zero = jnp.zeros([], dtype)
 
+        # One pass over (g, v) per leaf for every statistic: |g|^2, <g, v>,
+        # |v|^2 and, when skipping, sum(0 * g), NaN exactly when g is not finite.
+        def leaf_statistics(g, v, w):
+            g, v = g.astype(w), v.astype(w)
+            terms = (g * g, g * v, v * v) + ((g * 0,) if skip_nonfinite else ())
+            return numerics.fused_sums(*terms, dtype=dtype)
+
+        stats = [leaf_statistics(g, v, w) for g, v, w in zip(grads, moms, work)]
+        sq_norm, dot_gv, v_sq_norm = (
+            reduce([s[i] for s in stats], dtype) for i in range(3)
+        )
         finite = jnp.ones([], bool)
         if skip_nonfinite:
-            for g in grads:
-                finite &= jnp.all(jnp.isfinite(g))
-        sq_norm = reduce([numerics.squared_norm(g, dtype) for g in grads], dtype)
-        dot_gv = reduce(
-            [
-                jnp.vdot(g, v.astype(g.dtype), preferred_element_type=dtype).astype(
-                    dtype
-                )
-                for g, v in zip(grads, moms)
-            ],
-            dtype,
-        )
-        v_sq_norm = reduce([numerics.squared_norm(v, dtype) for v in moms], dtype)
+            finite = jnp.all(jnp.isfinite(reduce([s[3] for s in stats], dtype)))
 
         loss = None
         loss_ok = jnp.zeros([], bool)
@@ -235,11 +235,16 @@ def scale_by_garo(
                 decay = wd_k.astype(w) * thetas[k].astype(w)
             if coupled_wd and decay is not None:
                 gw = gw + decay
-            v_new = mom_k.astype(w) * v.astype(w) + gw
-            step = v_new if coupled_wd or decay is None else v_new + decay
+            v_w = v.astype(w)
+            v_new = jnp.where(finite, mom_k.astype(w) * v_w + gw, v_w).astype(v.dtype)
+            # The step reads the stored buffer, not a recomputation from the old
+            # one, so that XLA can overwrite the donated buffer without a copy.
+            step = v_new.astype(w)
+            if decay is not None and not coupled_wd:
+                step = step + decay
             u = lr_k.astype(w) * step
             new_updates.append(jnp.where(finite, u, jnp.zeros_like(u)).astype(g.dtype))
-            new_moms.append(jnp.where(finite, v_new.astype(v.dtype), v))
+            new_moms.append(v_new)
 
         beta_g = jnp.asarray(ctl.G_BETA, dtype)
         g_ema = beta_g * state.g_ema + (1 - beta_g) * norm

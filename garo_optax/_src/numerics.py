@@ -52,6 +52,29 @@ def squared_norm(x: jax.Array, dtype) -> jax.Array:
     return jnp.vdot(x, x, preferred_element_type=dtype).astype(dtype)
 
 
+def fused_sums(*terms: jax.Array, dtype) -> tuple[jax.Array, ...]:
+    """The sums of same-shaped element-wise terms, in one pass over memory.
+
+    One variadic reduction: XLA fuses the element-wise producers of every term
+    into it, so ``fused_sums(g * g, g * v, v * v)`` reads ``g`` and ``v`` once,
+    where three ``jnp.sum`` or ``jnp.vdot`` calls are three passes (each a
+    separate loop on XLA:CPU).
+
+    Args:
+      *terms: arrays of one shape (element-wise expressions of the inputs).
+      dtype: the accumulation and result dtype.
+
+    Returns:
+      One scalar of dtype `dtype` per term.
+    """
+    terms = tuple(t.astype(dtype) for t in terms)
+    if terms[0].ndim == 0:
+        return terms
+    zeros = tuple(jnp.zeros([], dtype) for _ in terms)
+    add = lambda a, b: tuple(x + y for x, y in zip(a, b))
+    return tuple(jax.lax.reduce(terms, zeros, add, tuple(range(terms[0].ndim))))
+
+
 def as_schedule(
     learning_rate: optax.ScalarOrSchedule,
 ) -> Callable[[jax.Array], jax.Array]:
