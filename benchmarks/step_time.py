@@ -122,11 +122,7 @@ RATIOS = (
     ("autosgm_markov", "adam"),
     ("autosgm_markov_zero", "adam"),
     ("sgd_momentum", "adam"),
-    *(
-        (name, base)
-        for name in GARO_VARIANTS
-        for base in ("sgd_momentum", "adam")
-    ),
+    *((name, base) for name in GARO_VARIANTS for base in ("sgd_momentum", "adam")),
 )
 # The window of the AutoSGM "markov" entries.
 WINDOW_LENGTH = 10_000
