@@ -1,0 +1,348 @@
+"""garo_optax.meta: unrolls, meta-gradient estimators, meta-training, checkpoints.
+
+Most tests use small task families defined here (1-D and diagonal quadratics),
+so that exact meta-gradients are cheap; the registered families are tested in
+``test_meta_tasks.py``.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import helpers
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import garo_optax
+from garo_optax import meta
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _quadratic_family(dim=1, spread=1.0, name="diag_quadratic"):
+    """0.5 * sum(h * p^2) with log-uniform curvatures h in [e^-spread, e^spread]."""
+
+    def sample(key):
+        return {
+            "h": jnp.exp(jax.random.uniform(key, (dim,), minval=-spread, maxval=spread))
+        }
+
+    def task(config):
+        return meta.Task(
+            init=lambda key: jnp.ones(dim) + 0.1 * jax.random.normal(key, (dim,)),
+            loss=lambda p, batch: 0.5 * jnp.sum(config["h"] * p**2),
+            batch=lambda key, step: None,
+        )
+
+    return meta.TaskFamily(name, sample, task)
+
+
+def _controller(hidden_size=4, **kwargs):
+    kwargs = {"head_init_scale": 1.0, "momentum_init": 0.3, **kwargs}
+    return garo_optax.init_controller(
+        jax.random.key(0), hidden_size=hidden_size, **kwargs
+    )
+
+
+def test_checkpointed_unroll_equals_plain_unroll():
+    family = _quadratic_family(dim=3)
+    task = family.task(family.sample(jax.random.key(1)))
+    theta = _controller()
+
+    def mean_log_loss(theta, checkpoint):
+        out = meta.unroll(theta, task, jax.random.key(2), 24, checkpoint=checkpoint)
+        return jnp.mean(meta.log_loss(out.losses))
+
+    for_ckpt = jax.jit(jax.value_and_grad(lambda t: mean_log_loss(t, True)))(theta)
+    plain = jax.jit(jax.value_and_grad(lambda t: mean_log_loss(t, False)))(theta)
+    helpers.tree_allclose(for_ckpt, plain, rtol=1e-5, atol=1e-7)
+
+
+def test_unroll_continues_from_a_state():
+    """Two unrolls of 5 steps equal one of 10."""
+    family = _quadratic_family(dim=2)
+    task = family.task(family.sample(jax.random.key(1)))
+    theta = _controller()
+    whole = meta.unroll(theta, task, jax.random.key(2), 10)
+    first = meta.unroll(theta, task, jax.random.key(2), 5)
+    second = meta.unroll(theta, task, None, 5, state=first.state)
+    np.testing.assert_allclose(
+        np.concatenate([first.losses, second.losses]), whole.losses, rtol=1e-6
+    )
+
+
+def test_tbptt_meta_gradient_matches_finite_differences():
+    """Truncated backprop through one segment of a carried population equals
+    central finite differences of that segment's meta-loss (float64)."""
+    with jax.enable_x64(True):
+        family = _quadratic_family(dim=1, spread=0.5)
+        theta = _controller(hidden_size=3)
+        kw = dict(segment_length=6, horizon=12)
+        state = meta.truncated_init(theta, family, jax.random.key(3), 3, **kw)
+        # Advance once so that the segment starts mid-run (non-zero buffers).
+        _, _, state, _ = meta.truncated_step(
+            theta, family, state, jax.random.key(4), **kw
+        )
+        state = state._replace(inner=state.inner._replace(step=state.inner.step % 6))
+
+        @jax.jit
+        def value_and_grad(theta):
+            value, grad, _, _ = meta.truncated_step(
+                theta, family, state, jax.random.key(5), **kw
+            )
+            return value, grad
+
+        value, grad = value_and_grad(theta)
+        assert helpers.tree_all_finite(grad)
+        eps = 1e-6
+        for name, index in (("head_b", (0,)), ("head_w", (0, 1)), ("w_hh", (4, 2))):
+            w = getattr(theta, name)
+            bump = lambda d: theta._replace(**{name: w.at[index].add(d)})  # noqa: B023
+            fd = (value_and_grad(bump(eps))[0] - value_and_grad(bump(-eps))[0]) / (
+                2 * eps
+            )
+            assert abs(fd) > 1e-6, name
+            np.testing.assert_allclose(getattr(grad, name)[index], fd, rtol=1e-5)
+
+
+def test_pes_is_unbiased_across_two_segments():
+    """PES's second-segment estimate (perturbations accumulated over both
+    segments) is within 4 standard errors of the exact gradient of that
+    segment's loss, which depends on the controller through both segments."""
+    with jax.enable_x64(True):
+        K, population, std = 4, 2048, 0.01
+        family = _quadratic_family(dim=1, spread=0.0)  # every member the same task
+        theta = _controller(hidden_size=2)
+        init_kw = dict(segment_length=K, horizon=8 * K, estimator="pes")
+        kw = dict(init_kw, pes_std=std)
+        state = meta.truncated_init(
+            theta, family, jax.random.key(3), population, **init_kw
+        )
+        zero_steps = lambda s: s._replace(step=jnp.zeros_like(s.step))
+        state = state._replace(
+            inner=zero_steps(state.inner), antithetic=zero_steps(state.antithetic)
+        )
+        task = family.task(jax.tree.map(lambda x: x[0], state.inner.config))
+        init_key = state.inner.key[0]
+        params0 = jax.tree.map(lambda x: x[0], state.inner.params)
+
+        def first_segment(theta, state, key):
+            _, _, state, _ = meta.truncated_step(theta, family, state, key, **kw)
+            return state
+
+        state1 = jax.jit(first_segment)(theta, state, jax.random.key(10))
+
+        # The exact gradient of the second segment's loss of an unperturbed run.
+        def exact(theta):
+            opt = garo_optax.garo(theta)
+            state0 = meta.InnerState(
+                None, params0, opt.init(params0), jnp.zeros([], jnp.int32), init_key
+            )
+            out = meta.unroll(theta, task, None, 2 * K, state=state0)
+            return jnp.mean(meta.log_loss(out.losses[K:]))
+
+        want = jax.grad(exact)(theta)
+        # 16 independent estimates (sub-populations with their own keys) of the
+        # second segment: their mean and its standard error.
+        groups = 16
+
+        def grouped(theta, s1):
+            sub = jax.tree.map(
+                lambda x: x.reshape((groups, x.shape[0] // groups) + x.shape[1:]), s1
+            )
+            keys = jax.random.split(jax.random.key(11), groups)
+            return jax.vmap(
+                lambda s, k: meta.truncated_step(theta, family, s, k, **kw)[1:3]
+            )(sub, keys)
+
+        group_grads, state2 = jax.jit(grouped)(theta, state1)
+        for name, index in (("head_b", (0,)), ("head_b", (1,)), ("head_w", (0, 0))):
+            g = np.asarray(getattr(group_grads, name))[(slice(None),) + index]
+            mean, stderr = g.mean(), g.std(ddof=1) / np.sqrt(groups)
+            target = np.asarray(getattr(want, name))[index]
+            assert abs(mean - target) < 4 * stderr, (name, index, mean, target, stderr)
+            assert stderr < 0.5 * abs(target), (name, index, stderr, target)
+        assert np.all(np.asarray(state2.inner.step) == 2 * K)
+
+
+def test_full_meta_gradient_matches_finite_differences():
+    with jax.enable_x64(True):
+        family = _quadratic_family(dim=2)
+        theta = _controller(hidden_size=3)
+
+        @jax.jit
+        def run(theta):
+            return meta.full_meta_gradient(theta, family, jax.random.key(1), 2, 8)[:2]
+
+        value, grad = run(theta)
+        eps = 1e-6
+        w = theta.head_b
+        fd = (
+            run(theta._replace(head_b=w.at[0].add(eps)))[0]
+            - run(theta._replace(head_b=w.at[0].add(-eps)))[0]
+        ) / (2 * eps)
+        np.testing.assert_allclose(grad.head_b[0], fd, rtol=1e-5)
+
+
+def test_one_meta_step_lowers_the_meta_loss():
+    family = _quadratic_family(dim=4, spread=1.5)
+    config = meta.MetaConfig(
+        families=(family,),
+        population=8,
+        segment_length=20,
+        horizon=20,
+        outer_learning_rate=0.05,
+        steps=1,
+        hidden_size=8,
+    )
+    init, step = meta.make_meta_train(config)
+    state = init()
+    theta0 = state.controller
+    evaluate = jax.jit(
+        lambda t: meta.full_meta_gradient(t, family, jax.random.key(123), 32, 20)[0]
+    )
+    before = evaluate(theta0)
+    state, metrics = step(state)
+    after = evaluate(state.controller)
+    assert np.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0
+    assert after < before - 1e-3, (before, after)
+
+
+def test_truncated_population_is_desynchronized_and_resets():
+    family = _quadratic_family(dim=2)
+    theta = _controller()
+    kw = dict(segment_length=5, horizon=20)
+    state = meta.truncated_init(theta, family, jax.random.key(0), 16, **kw)
+    steps = np.asarray(state.inner.step)
+    assert set(steps) <= {0, 5, 10, 15} and len(set(steps)) > 1
+    step = jax.jit(lambda s, k: meta.truncated_step(theta, family, s, k, **kw))
+    resets = 0
+    for i in range(5):
+        _, _, state, metrics = step(state, jax.random.key(i))
+        resets += int(metrics["resets"])
+    # A member resets at the first segment that finds it at the horizon: in 5
+    # segments of a 4-segment horizon every member resets exactly once, and
+    # has then taken 5 more steps than its offset.
+    assert resets == 16
+    np.testing.assert_array_equal(np.asarray(state.inner.step), steps + 5)
+
+
+@pytest.mark.slow
+def test_checkpointed_segment_memory_grows_sublinearly():
+    """Compiled temporary memory of the TBPTT meta-gradient for K = 10, 100,
+    1000: with the nested checkpointed scan ~sqrt(K), without it ~K."""
+    dim = 4096
+    family = _quadratic_family(dim=dim)
+    theta = _controller(hidden_size=8)
+
+    def temp_bytes(K, checkpoint):
+        kw = dict(segment_length=K, horizon=K)
+        state = jax.eval_shape(
+            lambda: meta.truncated_init(theta, family, jax.random.key(0), 2, **kw)
+        )
+        fn = jax.jit(
+            lambda t, s, k: meta.truncated_step(
+                t, family, s, k, checkpoint=checkpoint, **kw
+            )[:2]
+        )
+        compiled = fn.lower(theta, state, jax.random.key(1)).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+
+    ckpt = [temp_bytes(k, True) for k in (10, 100, 1000)]
+    plain = [temp_bytes(k, False) for k in (10, 100, 1000)]
+    assert ckpt[2] / ckpt[1] < 4 and ckpt[1] / ckpt[0] < 4, ckpt
+    assert plain[2] / plain[1] > 8, plain
+    assert ckpt[2] < plain[2] / 10
+
+
+@pytest.mark.parametrize(
+    "fields, match",
+    [
+        (dict(families=("no_such_family",)), "no_such_family"),
+        (dict(estimator="sgd"), "estimator"),
+        (dict(segment_length=0), "segment_length"),
+        (dict(horizon=30, segment_length=20), "multiple of segment_length"),
+        (dict(population=0), "population"),
+        (dict(num_devices=2), "num_devices"),
+        (dict(outer_learning_rate=-1.0), "outer_learning_rate"),
+        (dict(families=()), "families"),
+        (dict(hidden_size=0), "hidden_size"),
+    ],
+)
+def test_bad_configs_raise(fields, match):
+    fields = {"families": (_quadratic_family(),), **fields}
+    with pytest.raises(ValueError, match=match):
+        meta.check_config(meta.MetaConfig(**fields))
+
+
+_SHARDING_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    from garo_optax import meta
+
+    def family():
+        def sample(key):
+            u = jax.random.uniform(key, (3,), minval=-1.0, maxval=1.0)
+            return {"h": jnp.exp(u)}
+        def task(c):
+            return meta.Task(
+                init=lambda key: jnp.ones(3) + 0.1 * jax.random.normal(key, (3,)),
+                loss=lambda p, b: 0.5 * jnp.sum(c["h"] * p**2),
+                batch=lambda key, step: None,
+            )
+        return meta.TaskFamily("q", sample, task)
+
+    assert len(jax.devices()) == 8, jax.devices()
+    out = {}
+    for devices in (1, 8):
+        config = meta.MetaConfig(
+            families=(family(),), population=8, segment_length=5, horizon=10,
+            steps=3, hidden_size=4, num_devices=devices, outer_learning_rate=0.01,
+        )
+        init, step = meta.make_meta_train(config)
+        state = init()
+        pop = state.populations["q"].inner.params
+        shards = len(pop.sharding.device_set)
+        for _ in range(3):
+            state, metrics = step(state)
+        out[devices] = {
+            "shards": shards,
+            "after": len(state.populations["q"].inner.params.sharding.device_set),
+            "controller": [np.asarray(x).tolist() for x in state.controller],
+            "meta_loss": float(metrics["meta_loss"]),
+        }
+    try:
+        meta.check_config(meta.MetaConfig(families=(family(),), population=6,
+                                          num_devices=4))
+        out["error"] = None
+    except ValueError as e:
+        out["error"] = str(e)
+    print(json.dumps(out))
+    """
+)
+
+
+def test_population_sharded_over_8_host_devices_matches_one_device():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env["PYTHONPATH"] = str(REPO)
+    result = subprocess.run(
+        [sys.executable, "-c", _SHARDING_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["1"]["shards"] == 1 and out["8"]["shards"] == 8
+    assert out["8"]["after"] == 8
+    for a, b in zip(out["1"]["controller"], out["8"]["controller"]):
+        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out["1"]["meta_loss"], out["8"]["meta_loss"], rtol=1e-5)
+    assert "divisible" in out["error"] and "population=6" in out["error"]
