@@ -4,6 +4,7 @@ Usage::
 
     garo-optax --version
     garo-optax list
+    garo-optax meta-train --config smoke --out runs/smoke
 
 Each subcommand is one function ``_name(args) -> int`` plus one :class:`Command`
 entry in :data:`COMMANDS`, which names it, gives its one-line help and lists its
@@ -84,8 +85,32 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _meta_train(args: argparse.Namespace) -> int:
+    # Imported here: `garo-optax list` must not pay for the meta machinery.
+    from garo_optax._src import cli_meta
+
+    return cli_meta.meta_train_command(args)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("list", "list the public optimizers with one-line summaries", _list),
+    Command(
+        "meta-train",
+        "meta-train a GARO controller from a named config (resumable)",
+        _meta_train,
+        (
+            _arg("--config", default="smoke", help="a named config (default: smoke)"),
+            _arg("--steps", type=int, default=None, help="override the meta-steps"),
+            _arg("--out", required=True, help="the run's folder"),
+            _arg(
+                "--checkpoint-every",
+                type=int,
+                default=50,
+                help="meta-steps between checkpoints (default: 50)",
+            ),
+            _arg("--quiet", action="store_true", help="no progress output"),
+        ),
+    ),
 )
 
 

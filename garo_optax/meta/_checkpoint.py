@@ -72,6 +72,25 @@ def config_from_json(fields: dict[str, Any]) -> _train.MetaConfig:
     return _train.MetaConfig(**fields)
 
 
+def _flat_nonempty(tree) -> dict[str, Any]:
+    """The leaves of ``tree`` with at least one element, by flatten index.
+
+    orbax cannot store zero-size arrays (the global controller's ``ctx_w``);
+    they are rebuilt from the target's structure on restore.
+    """
+    leaves = jax.tree.leaves(tree)
+    return {str(i): x for i, x in enumerate(leaves) if np.size(x) > 0}
+
+
+def _unflatten_like(like, stored: dict[str, Any]):
+    leaves, treedef = jax.tree.flatten(like)
+    rebuilt = [
+        stored[str(i)] if str(i) in stored else jax.numpy.zeros(x.shape, x.dtype)
+        for i, x in enumerate(leaves)
+    ]
+    return jax.tree.unflatten(treedef, rebuilt)
+
+
 class Checkpointer:
     """Saves and restores the states of one meta-training run in a folder.
 
@@ -105,7 +124,7 @@ class Checkpointer:
         self._manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
+                state=ocp.args.StandardSave(_flat_nonempty(state)),
                 config=ocp.args.JsonSave(config_to_json(self.config)),
             ),
         )
@@ -143,11 +162,12 @@ class Checkpointer:
                 f"checkpoint {self.directory}/{step} was written by another "
                 f"configuration (fields {diff} differ)"
             )
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _flat_nonempty(like))
         try:
-            restored = self._manager.restore(
+            stored = self._manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
             )["state"]
+            restored = _unflatten_like(like, stored)
         except Exception as error:
             raise ValueError(
                 f"checkpoint {self.directory}/{step} does not match this run's "

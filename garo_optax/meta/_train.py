@@ -912,3 +912,47 @@ def meta_train(
         if callback is not None:
             callback(state, metrics)
     return state.controller, history
+
+
+CONFIGS: dict[str, MetaConfig] = {
+    # Seconds: a quadratic family, a few meta-steps (tests, a first look).
+    "smoke": MetaConfig(
+        families=("quadratic",),
+        population=4,
+        segment_length=5,
+        horizon=20,
+        steps=6,
+        hidden_size=8,
+        outer_learning_rate=3e-3,
+    ),
+    # The recipe of the shipped controller `garo-v1` (about an hour on 2 CPU
+    # cores): the cheap meta-training families, truncated backprop.
+    "garo-v1": MetaConfig(
+        families=(
+            "quadratic",
+            "noisy_quadratic",
+            "logistic_breast_cancer",
+            "mlp_digits",
+        ),
+        population=8,
+        segment_length=20,
+        horizon=400,
+        steps=2000,
+        outer_learning_rate=3e-3,
+        clip=1.0,
+    ),
+}
+"""Named meta-training configurations (``garo-optax meta-train --config NAME``)."""
+
+
+def get_config(name: str) -> MetaConfig:
+    """The named configuration ``name`` of :data:`CONFIGS`.
+
+    Args:
+      name: a key of :data:`CONFIGS`.
+
+    Returns:
+      The :class:`MetaConfig`.
+    """
+    validate.check_choice("config", name, tuple(CONFIGS))
+    return CONFIGS[name]

@@ -1,0 +1,135 @@
+"""``garo-optax meta-train``: meta-trains a GARO controller from a named config.
+
+The run's folder holds ``config.json``, ``checkpoints/`` (orbax, every
+``--checkpoint-every`` meta-steps and at the end), ``metrics.jsonl`` (one JSON
+object per meta-step) and, when the run is complete, ``controller.npz``. Started
+again on the same folder, the command resumes from the newest checkpoint and
+continues exactly as an uninterrupted run would; metrics logged after that
+checkpoint are dropped and logged again.
+"""
+
+import argparse
+import functools
+import json
+import pathlib
+import sys
+import time
+
+import jax
+
+
+class ProgressLine:
+    """A one-line progress bar on a terminal stream (plain lines elsewhere).
+
+    Args:
+      total: the number of steps.
+      stream: where to write (default: stderr).
+      every: on a non-terminal stream, print one line every ``every`` steps.
+    """
+
+    def __init__(self, total: int, stream=None, every: int = 10):
+        self.total, self.every = total, max(every, 1)
+        self.stream = sys.stderr if stream is None else stream
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.start = time.perf_counter()
+        self.first = None
+
+    def update(self, step: int, metrics: dict) -> None:
+        """Shows meta-step ``step`` with its meta-loss and gradient norm."""
+        if self.first is None:
+            self.first = step - 1
+            self.start = time.perf_counter()
+        done = step - self.first
+        rate = done / max(time.perf_counter() - self.start, 1e-9)
+        width = 24
+        filled = int(width * step / max(self.total, 1))
+        text = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {step}/{self.total} "
+            f"meta_loss {metrics['meta_loss']:.4f} "
+            f"grad_norm {metrics['grad_norm']:.3g} {rate:.2f} steps/s"
+        )
+        if self.tty:
+            end = "\n" if step >= self.total else ""
+            self.stream.write("\r" + text + end)
+            self.stream.flush()
+        elif step % self.every == 0 or step >= self.total:
+            self.stream.write(text + "\n")
+            self.stream.flush()
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled_run(config):
+    # A resumed run in the same process reuses the compiled meta-step.
+    from garo_optax.meta import _train
+
+    return _train.make_meta_train(config)
+
+
+def _read_metrics(path: pathlib.Path, upto: int) -> list[str]:
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return [line for line in lines if json.loads(line)["step"] <= upto]
+
+
+def meta_train_command(args: argparse.Namespace) -> int:
+    """Runs ``garo-optax meta-train`` (see the module docstring).
+
+    Args:
+      args: the parsed arguments (``config``, ``steps``, ``out``,
+        ``checkpoint_every``, ``quiet``).
+
+    Returns:
+      The exit code.
+    """
+    from garo_optax.meta import _checkpoint, _train
+
+    config = _train.get_config(args.config)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be >= 1, got {args.steps}")
+        config = config._replace(steps=args.steps)
+    if args.checkpoint_every < 1:
+        raise ValueError(
+            f"--checkpoint-every must be >= 1, got {args.checkpoint_every}"
+        )
+    _train.check_config(config)
+    out = pathlib.Path(args.out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(
+            json.dumps(_checkpoint.config_to_json(config), indent=1) + "\n"
+        )
+    except OSError as error:
+        raise ValueError(f"cannot write to --out {out}: {error}") from error
+
+    init, step = _compiled_run(config)
+    checkpointer = _checkpoint.Checkpointer(out / "checkpoints", config)
+    state = init()
+    restored = checkpointer.restore(state)
+    if restored is not None:
+        state = restored
+    start = int(state.step)
+    metrics_path = out / "metrics.jsonl"
+    kept = _read_metrics(metrics_path, start)
+    metrics_path.write_text("".join(line + "\n" for line in kept))
+    if not args.quiet and start:
+        print(f"resuming {out} from meta-step {start}", file=sys.stderr)
+    progress = None if args.quiet else ProgressLine(config.steps)
+    with open(metrics_path, "a") as log:
+        while int(state.step) < config.steps:
+            state, metrics = step(state)
+            n = int(state.step)
+            record = {k: float(v) for k, v in jax.device_get(metrics).items()}
+            record["step"] = n
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            if progress is not None:
+                progress.update(n, record)
+            if n % args.checkpoint_every == 0 or n == config.steps:
+                checkpointer.save(state)
+    checkpointer.close()
+    _checkpoint.save_controller(out / "controller.npz", state.controller)
+    if not args.quiet:
+        print(f"wrote {out / 'controller.npz'}", file=sys.stderr)
+    return 0
