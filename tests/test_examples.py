@@ -67,3 +67,48 @@ def test_design_space_rejects_a_pole_without_the_readme_zero(tmp_path):
     module = load_example("autosgm_design_space")
     with pytest.raises(ValueError, match="beta must be in"):
         module.main(out=str(tmp_path / "x.png"), beta=0.3)
+
+
+def test_garo_telemetry_records_the_state_and_writes_a_png(tmp_path):
+    """The recorded (lr, mom, wd) are the values in the optimizer state after each
+    step (no off-by-one), and the four-panel PNG is written."""
+    pytest.importorskip("flax")
+    pytest.importorskip("sklearn")
+    matplotlib_image = pytest.importorskip("matplotlib.image")
+    import jax
+    from flax import nnx
+
+    import garo_optax
+
+    module = load_example("garo_telemetry")
+    steps, out = 5, tmp_path / "telemetry.png"
+    result = module.main(steps=steps, out=str(out))
+
+    assert pathlib.Path(result["png"]) == out
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.stat().st_size > 0
+    image = matplotlib_image.imread(out)
+    assert image.ndim == 3 and image.shape[2] in (3, 4)
+    for name in ("losses", "lr", "mom", "wd"):
+        assert isinstance(result[name], np.ndarray)
+        assert result[name].shape == (steps,)
+        assert np.all(np.isfinite(result[name]))
+    assert 0.0 <= result["test_accuracy"] <= 1.0
+
+    # The last recorded values are the final state's; the first are not the
+    # values at h = 0 (with head_init_scale=1 step 1 already moves them).
+    for name in ("lr", "mom", "wd"):
+        assert result[name][-1] == result["final_hyperparams"][name]
+        assert result[name][0] != result["initial_hyperparams"][name]
+
+    # Replay the run step by step and read the state outside the jitted step.
+    x_train, y_train, _, _ = module.load_data()
+    model = module.MLP(x_train.shape[1], 10, rngs=nnx.Rngs(0))
+    optimizer = module.make_optimizer(model, seed=0)
+    key = jax.random.key(0)
+    for i in range(steps):
+        loss, _ = module.train_step(model, optimizer, key, x_train, y_train)
+        state = garo_optax.hyperparams(nnx.as_pure(optimizer.opt_state))
+        assert float(loss) == result["losses"][i]
+        for name in ("lr", "mom", "wd"):
+            assert result[name][i] == np.asarray(state[name]), (name, i)

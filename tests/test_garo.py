@@ -466,3 +466,436 @@ def test_flax_nnx_optimizer_passes_value():
     with_value, without = train(True), train(False)
     assert with_value[-1] < with_value[0] and without[-1] < without[0]
     assert not np.array_equal(with_value, without)
+
+
+# --- More §5 invariants, edge-case leaves, params=None, donation, Linen. ---
+
+
+def _mlp_params(rng: np.random.Generator, sizes=(5, 16, 1)):
+    """A tanh MLP's params from a NumPy generator (no eager jax ops to compile)."""
+    return [
+        {
+            "w": jnp.asarray(rng.normal(size=(m, n)) / np.sqrt(m), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=(n,)) * 0.1, jnp.float32),
+        }
+        for m, n in zip(sizes[:-1], sizes[1:])
+    ]
+
+
+def _mlp(params, x):
+    first, second = params
+    hidden = jnp.tanh(x @ first["w"] + first["b"][None])
+    return hidden @ second["w"] + second["b"][None]
+
+
+def _garo_state(opt_state) -> garo_optax.GaroState:
+    is_garo = lambda x: isinstance(x, garo_optax.GaroState)
+    (found,) = [x for x in jax.tree.leaves(opt_state, is_leaf=is_garo) if is_garo(x)]
+    return found
+
+
+def test_head_init_scale_zero_is_sgd_on_an_mlp():
+    """§5.1 on a random 2-layer tanh MLP regression: 100 steps of GARO with
+    s = 0 give the updates of add_decayed_weights(1e-6) + sgd(0.01) to rtol
+    1e-6 (both fed the same gradients at the same params, under jit + scan)."""
+    rng = np.random.default_rng(0)
+    params = _mlp_params(rng)
+    x = jnp.asarray(rng.normal(size=(32, 5)), jnp.float32)
+    y = jnp.asarray(rng.normal(size=(32, 1)), jnp.float32)
+    loss_fn = lambda p: jnp.mean((_mlp(p, x) - y) ** 2)
+    opt = helpers.with_strict_promotion(garo_optax.garo(head_init_scale=0.0, seed=3))
+    ref = optax.chain(optax.add_decayed_weights(1e-6), optax.sgd(0.01))
+
+    @jax.jit
+    def run(params):
+        def body(carry, _):
+            params, state, ref_state = carry
+            loss, grads = jax.value_and_grad(loss_fn)(params)
+            updates, state = opt.update(grads, state, params, value=loss)
+            want, ref_state = ref.update(grads, ref_state, params)
+            hp = garo_optax.hyperparams(state)
+            params = optax.apply_updates(params, updates)
+            return (params, state, ref_state), (updates, want, hp, loss)
+
+        init = (params, opt.init(params), ref.init(params))
+        return jax.lax.scan(body, init, length=100)[1]
+
+    updates, want, hp, losses = run(params)
+    # The atol only matters where g ~ -wd * theta cancels (|u| ~ 1e-9 against a
+    # typical 1e-4): GARO's wd = softplus(b_wd) is 1e-6 to a few float32 ulps,
+    # which leaves differences of about lr * wd * |theta| * 1e-6 ~ 1e-14 there.
+    helpers.tree_allclose(updates, want, rtol=1e-6, atol=1e-13)
+    # Constant hyperparameters: the heads ignore h; tanh(0) is exactly 0.
+    np.testing.assert_array_equal(hp["lr"], np.full(100, hp["lr"][0]))
+    np.testing.assert_allclose(hp["lr"], 0.01, rtol=1e-6)
+    np.testing.assert_array_equal(hp["mom"], 0.0)
+    np.testing.assert_allclose(hp["wd"], 1e-6, rtol=1e-6)
+    assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("alpha", [1e3, 1e-3])
+def test_gradient_scaling_shifts_f1_only(key, alpha):
+    """§5.6: scaling the gradients by alpha shifts f1 by 0.2 ln alpha and leaves
+    f2 (and f3, f4) unchanged; f2 stays unchanged after the first step.
+
+    Imports the private ``garo_optax._src.controller`` to call ``features``
+    directly. Two checks per step of a real GARO run A on g_t: (1) the features
+    of A's statistics against the same statistics scaled consistently (norms
+    and inner products by alpha^2, the norm EMA by alpha); (2) a second run B
+    on alpha g_t keeps the norm EMA at alpha times A's, so the f2 recomputed
+    from B's own state equals A's.
+    """
+    from garo_optax._src import controller
+
+    params = _tree(key)
+    tx = garo_optax.scale_by_garo(head_init_scale=1.0)
+    opt, state_a = jax.jit(tx.update), tx.init(params)
+    state_b = state_a
+
+    def statistics(grads, state):
+        # The reductions GARO feeds to ``features``: |g|^2, <g, v>, |v|^2.
+        g, v = jax.tree.leaves(grads), jax.tree.leaves(state.momentum)
+        total = lambda terms: sum(jnp.sum(t) for t in terms)
+        return dict(
+            sq_norm=total(a * a for a in g),
+            dot_gv=total(a * b for a, b in zip(g, v)),
+            v_sq_norm=total(b * b for b in v),
+        )
+
+    def features(stats, state, loss, g_ema):
+        x, _ = controller.features(
+            **stats,
+            g_ema=g_ema,
+            count=state.count,
+            loss=loss,
+            loss_mean=state.loss_mean,
+            loss_var=state.loss_var,
+        )
+        return x
+
+    @jax.jit
+    def all_features(grads, scaled, state_a, state_b, loss):
+        stats = statistics(grads, state_a)
+        x_a = features(stats, state_a, loss, state_a.g_ema)
+        stats_scaled = {name: alpha**2 * s for name, s in stats.items()}
+        x_scaled = features(stats_scaled, state_a, loss, alpha * state_a.g_ema)
+        x_b = features(statistics(scaled, state_b), state_b, loss, state_b.g_ema)
+        return x_a, x_scaled, x_b
+
+    shift = 0.2 * np.log(alpha)
+    for i in range(6):
+        grads = _tree(jax.random.key(70 + i))  # |g| ~ 4: no clipping at 4 alpha
+        scaled = jax.tree.map(lambda g: alpha * g, grads)
+        loss = jnp.float32(1.0 + 0.5 * (-1) ** i)
+        x_a, x_scaled, x_b = map(
+            np.asarray, all_features(grads, scaled, state_a, state_b, loss)
+        )
+        np.testing.assert_allclose(x_scaled[0] - x_a[0], shift, atol=1e-6)
+        np.testing.assert_allclose(x_scaled[1:], x_a[1:], atol=1e-6)
+        np.testing.assert_allclose(x_b[0] - x_a[0], shift, atol=1e-6)
+        np.testing.assert_allclose(x_b[1], x_a[1], atol=1e-6)
+        if i == 0:
+            assert x_a[1] == x_b[1] == 0.0
+        else:
+            assert abs(x_a[1]) > 1e-3  # f2 is not trivially 0 after step 1
+        _, state_a = opt(grads, state_a, params, value=loss)
+        _, state_b = opt(scaled, state_b, params, value=loss)
+        np.testing.assert_allclose(state_b.g_ema, alpha * state_a.g_ema, rtol=1e-6)
+
+
+def test_constant_loss_matches_no_loss_once_settled():
+    """§5.9: with s > 0 and a constant ``value=``, f4 stays at the float32
+    rounding floor, and once the loss EMAs have settled (steps 200-300) the
+    hyperparameters match the run without a loss; a varying loss does not.
+
+    Imports the private ``garo_optax._src.controller`` to recompute f4 from the
+    state. The runs see the same gradient sequence (independent of the params),
+    so they can differ only through f4.
+    """
+    from garo_optax._src import controller
+
+    params = _tree(jax.random.key(0))
+    opt = garo_optax.scale_by_garo(head_init_scale=1.0)
+    loss, steps = 1.0, 300
+    one = jnp.ones([])
+    rng = np.random.default_rng(1)
+    grad_seq = jax.tree.map(
+        lambda p: jnp.asarray(rng.normal(size=(steps, *p.shape)), jnp.float32),
+        params,
+    )
+
+    @jax.jit
+    def run():
+        def body(states, xs):
+            grads, varying = xs
+            const_state, none_state, vary_state = states
+            x, _ = controller.features(
+                sq_norm=one,
+                dot_gv=one,
+                v_sq_norm=one,
+                g_ema=const_state.g_ema,
+                count=const_state.count,
+                loss=jnp.float32(loss),
+                loss_mean=const_state.loss_mean,
+                loss_var=const_state.loss_var,
+            )
+            _, const_state = opt.update(
+                grads, const_state, params, value=jnp.float32(loss)
+            )
+            _, none_state = opt.update(grads, none_state, params)
+            _, vary_state = opt.update(grads, vary_state, params, value=varying)
+            states = (const_state, none_state, vary_state)
+            return states, (x[3], *map(garo_optax.hyperparams, states))
+
+        varying = loss + 0.5 * (-1.0) ** jnp.arange(steps, dtype=jnp.float32)
+        init = tuple(opt.init(params) for _ in range(3))
+        return jax.lax.scan(body, init, (grad_seq, varying))[1]
+
+    f4, with_loss, without, varying = run()
+
+    # In exact arithmetic f4 = 0 from step 2 on (the bias-corrected mean is
+    # the loss). In float32 the corrected mean sits a few ulps from it, and
+    # the normalizer divides by sqrt(var + 1e-8) >= 1e-4 (var is ~0), so f4 is
+    # at most 0.2 * (8 ulps of the loss) / 1e-4, about 2e-3 for a loss of 1
+    # (4.8e-4 measured: 2 ulps). It grows with |loss| (see the report on
+    # losses of 100 and more).
+    assert f4[0] == 0.0
+    assert np.max(np.abs(f4)) <= 0.2 * 8 * np.spacing(np.float32(loss)) / 1e-4
+    # The hyperparameters respond to f4 with a gain of about 0.1 (lr relative
+    # difference 4e-5 measured for f4 ~ 5e-4), so 1e-3 bounds the settled
+    # difference with a 20x margin; a loss that varies (f4 of order 0.2)
+    # moves them by 6e-3 and more.
+    settled = slice(199, None)
+    lr, wd = with_loss["lr"][settled], with_loss["wd"][settled]
+    np.testing.assert_allclose(lr, without["lr"][settled], rtol=1e-3)
+    np.testing.assert_allclose(wd, without["wd"][settled], rtol=1e-3)
+    mom = with_loss["mom"][settled]
+    np.testing.assert_allclose(mom, without["mom"][settled], atol=1e-3)
+    lr_gap = np.abs(varying["lr"][settled] / without["lr"][settled] - 1)
+    assert np.max(lr_gap) > 3e-3
+
+
+def test_flax_linen_train_state_needs_an_explicit_update_for_value():
+    """``flax.training.train_state.TrainState.apply_gradients`` does not pass
+    ``value=`` on (it would ``replace`` a field named ``value``); calling
+    ``state.tx.update(..., value=loss)`` and ``state.replace(...)`` trains a
+    small Linen MLP and the loss reaches GARO's loss EMA."""
+    nn = pytest.importorskip("flax.linen")
+    train_state = pytest.importorskip("flax.training.train_state")
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(1)(nn.tanh(nn.Dense(16)(x)))
+
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(32, 3)), jnp.float32)
+    y = jnp.asarray(np.sin(np.asarray(x) @ np.array([[1.0], [-2.0], [0.5]])))
+    model = MLP()
+    state = train_state.TrainState.create(
+        apply_fn=model.apply,
+        params=jax.jit(model.init)(jax.random.key(0), x)["params"],
+        tx=garo_optax.garo(momentum_init=0.5, head_init_scale=1.0),
+    )
+
+    def loss_fn(params, apply_fn):
+        return jnp.mean((apply_fn({"params": params}, x) - y) ** 2)
+
+    # Traced only (the error comes before any compilation).
+    apply_with_value = lambda state, grads: state.apply_gradients(
+        grads=grads, value=jnp.float32(1.0)
+    )
+    with pytest.raises(TypeError, match="value"):
+        jax.jit(apply_with_value)(state, state.params)
+
+    def step_with_value(state):
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.apply_fn)
+        updates, opt_state = state.tx.update(
+            grads, state.opt_state, state.params, value=loss
+        )
+        state = state.replace(
+            step=state.step + 1,
+            params=optax.apply_updates(state.params, updates),
+            opt_state=opt_state,
+        )
+        return state, loss
+
+    def step_apply_gradients(state):
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, state.apply_fn)
+        return state.apply_gradients(grads=grads), loss
+
+    @jax.jit
+    def train(state):
+        def body(states, _):
+            (with_value, l_value), (applied, l_applied) = (
+                step_with_value(states[0]),
+                step_apply_gradients(states[1]),
+            )
+            return (with_value, applied), (l_value, l_applied)
+
+        return jax.lax.scan(body, (state, state), length=30)
+
+    (with_value, applied), losses = train(state)
+    for final, run_losses in zip((with_value, applied), losses):
+        assert int(final.step) == 30
+        assert run_losses[-1] < 0.7 * run_losses[0], run_losses
+    assert not np.array_equal(losses[0], losses[1])
+    with_value, applied = _garo_state(with_value), _garo_state(applied)
+    # The loss reached GARO only through the explicit update.
+    assert float(with_value.loss_mean) > 0.0 and float(with_value.loss_var) > 0.0
+    assert float(applied.loss_mean) == 0.0 and float(applied.loss_var) == 0.0
+    assert with_value.count == applied.count == 30
+    assert float(with_value.lr) != float(applied.lr)
+
+
+@pytest.mark.parametrize("granularity", ["global", "per_tensor"])
+def test_empty_and_scalar_leaves(key, granularity):
+    """A zero-size leaf next to a scalar leaf and normal leaves: finite updates,
+    a zero-size update for the empty leaf, one hyperparameter entry per leaf.
+
+    Global mode: the empty leaf adds exactly 0 to every reduction, so the other
+    leaves' updates and the hyperparameters equal (bitwise) a run on the tree
+    without it. Per-tensor mode: the empty leaf has its own hidden state and
+    hyperparameters, but stays out of the mean-context of §4.9, so the other
+    leaves' hyperparameters and updates equal the run without it.
+    """
+    empty = jnp.zeros((0, 3))
+    with_empty = lambda tree: {**tree, "e": empty}  # flatten order: b, e, t, w
+    opt = garo_optax.garo(granularity=granularity, head_init_scale=1.0)
+    update = jax.jit(opt.update)
+    params = _tree(key)
+    state, state_e = opt.init(params), opt.init(with_empty(params))
+    p, p_e = params, with_empty(params)
+    others = [0, 2, 3]  # the non-empty leaves' places in with_empty's order
+    for i in range(4):
+        grads = _tree(jax.random.key(80 + i))
+        loss = jnp.float32(i)
+        updates, state = update(grads, state, p, value=loss)
+        updates_e, state_e = update(with_empty(grads), state_e, p_e, value=loss)
+        assert helpers.tree_all_finite((updates_e, state_e))
+        assert updates_e["e"].shape == (0, 3) and updates_e["e"].dtype == empty.dtype
+        assert _garo_state(state_e).momentum["e"].shape == (0, 3)
+        hp, hp_e = garo_optax.hyperparams(state), garo_optax.hyperparams(state_e)
+        rest = {name: u for name, u in updates_e.items() if name != "e"}
+        if granularity == "global":
+            assert hp_e["lr"].shape == ()
+            helpers.tree_allclose(rest, updates, rtol=0)
+            helpers.tree_allclose(hp_e, hp, rtol=0)
+        else:
+            assert all(v.shape == (4,) for v in hp_e.values())
+            for name in hp:
+                got = np.asarray(hp_e[name])[others]
+                np.testing.assert_allclose(got, hp[name], rtol=1e-6, atol=1e-12)
+            helpers.tree_allclose(rest, updates, rtol=1e-6)
+        p = optax.apply_updates(p, updates)
+        p_e = optax.apply_updates(p_e, updates_e)
+
+
+@pytest.mark.parametrize("granularity", ["global", "per_tensor"])
+def test_params_none(key, granularity):
+    """``params=None`` works without weight decay (``weight_decay_init=0``) and
+    equals the run with params; with weight decay on it raises ValueError."""
+    params = _tree(key)
+    opt = garo_optax.garo(
+        granularity=granularity, head_init_scale=1.0, weight_decay_init=0.0
+    )
+    update = jax.jit(opt.update)
+    state, state_none = opt.init(params), opt.init(params)
+    for i in range(3):
+        grads = _tree(jax.random.key(90 + i))
+        updates, state = update(grads, state, params, value=jnp.float32(i))
+        got, state_none = update(grads, state_none, None, value=jnp.float32(i))
+        helpers.tree_allclose(got, updates, rtol=0)
+        helpers.tree_allclose(state_none, state, rtol=0)
+        params = optax.apply_updates(params, updates)
+    assert np.all(np.asarray(garo_optax.hyperparams(state)["wd"]) == 0.0)
+
+    for tx in (garo_optax.garo, garo_optax.scale_by_garo):
+        opt = tx(granularity=granularity)  # weight_decay_init=1e-6
+        state = opt.init(params)
+        with pytest.raises(ValueError, match="params"):
+            opt.update(grads, state)
+        with pytest.raises(ValueError, match="params"):
+            jax.jit(opt.update)(grads, state, None)
+
+
+@pytest.mark.parametrize("lagged", [False, True])
+@pytest.mark.parametrize("granularity", ["global", "per_tensor"])
+def test_donated_train_step(key, granularity, lagged):
+    """A train step jitted with ``donate_argnums=(0, 1)`` over (params,
+    opt_state) runs twice (no buffer is donated twice, no donation warning)
+    and gives the same result as the undonated step."""
+    opt = garo_optax.garo(
+        granularity=granularity, lagged=lagged, head_init_scale=1.0, momentum_init=0.5
+    )
+
+    def step(params, opt_state, grads, loss):
+        updates, opt_state = opt.update(grads, opt_state, params, value=loss)
+        return optax.apply_updates(params, updates), opt_state
+
+    plain = jax.jit(step)
+    donated = jax.jit(step, donate_argnums=(0, 1))
+    params, params_d = _tree(key), _tree(key)
+    state, state_d = opt.init(params), opt.init(params_d)  # fresh init buffers
+    for i in range(2):
+        grads, loss = _tree(jax.random.key(100 + i)), jnp.float32(i)
+        params, state = plain(params, state, grads, loss)
+        inputs = jax.tree.leaves((params_d, state_d))
+        params_d, state_d = donated(params_d, state_d, grads, loss)
+        assert all(x.is_deleted() for x in inputs)  # donation took place
+        helpers.tree_allclose((params_d, state_d), (params, state), rtol=0)
+    assert _garo_state(state_d).count == 2
+
+
+def _f4(state, loss):
+    """The loss feature that the next step would compute (private module)."""
+    from garo_optax._src import controller
+
+    one = jnp.ones([])
+    x, _ = controller.features(
+        sq_norm=one,
+        dot_gv=one,
+        v_sq_norm=one,
+        g_ema=state.g_ema,
+        count=state.count,
+        loss=loss,
+        loss_mean=state.loss_mean,
+        loss_var=state.loss_var,
+        loss_count=state.loss_count,
+    )
+    return x[3]
+
+
+@pytest.mark.parametrize("loss", [1.0, 1e3, 1e5])
+def test_constant_loss_of_any_scale_gives_a_small_f4(loss):
+    """§5.9 for large losses: float32 rounding of the EMA of a constant loss
+    must not read as a change of the loss (the floor is relative)."""
+    params = {"w": jnp.zeros(8)}
+    opt = garo_optax.scale_by_garo(head_init_scale=1.0)
+    grads = jnp.asarray(np.random.default_rng(0).normal(size=(100, 8)), jnp.float32)
+    value = jnp.float32(loss)
+
+    @jax.jit
+    def run():
+        def body(state, g):
+            f4 = _f4(state, value)
+            _, state = opt.update({"w": g}, state, params, value=value)
+            return state, f4
+
+        return jax.lax.scan(body, opt.init(params), grads)[1]
+
+    f4 = np.asarray(run())
+    assert np.max(np.abs(f4)) < 1e-2, f4[:5]
+
+
+def test_nonfinite_first_loss_leaves_no_loss_history(key):
+    """A NaN loss at step 1 is not counted: at step 2 the loss feature has no
+    history (0), instead of reading the loss against an empty EMA."""
+    params, grads = _tree(key), _tree(jax.random.key(9))
+    opt = garo_optax.scale_by_garo(head_init_scale=1.0)
+    _, state = opt.update(grads, opt.init(params), params, value=jnp.float32(np.nan))
+    assert state.count == 1 and state.loss_count == 0
+    assert float(_f4(state, jnp.float32(2.0))) == 0.0
+    _, state = opt.update(grads, state, params, value=jnp.float32(2.0))
+    assert state.loss_count == 1
+    assert float(_f4(state, jnp.float32(2.0))) == pytest.approx(0.0, abs=1e-3)

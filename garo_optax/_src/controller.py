@@ -19,9 +19,12 @@ gradient norm :math:`G_t = \sqrt{\sum_k \|g^{(k)}_t\|^2}`:
    norms; 0 at the first step.
 2. ``f3 = <g_t, v_{t-1}> / (G_t ‖v_{t-1}‖ + 1e-12)`` clipped to [-1, 1], the
    cosine between the gradient and the momentum buffer; 0 at the first step.
-3. ``f4 = 0.2 * clip((L_t - μ̂_{t-1}) / sqrt(σ̂²_{t-1} + 1e-8), -5, 5)``, the
-   loss ``value=`` normalized by bias-corrected EMAs (decay 0.9) of its mean
-   and variance from previous steps; 0 without a loss or at the first step.
+3. ``f4 = 0.2 * clip((L_t - μ̂_{t-1}) / sqrt(σ̂²_{t-1} + 1e-8 (1 + μ̂²)), -5, 5)``,
+   the loss ``value=`` normalized by bias-corrected EMAs (decay 0.9) of its
+   mean and variance from previous finite losses; 0 without a loss or before
+   the first finite one. (The spec's floor is ``1e-8``; relative to
+   ``1 + μ̂²`` here, so that float32 rounding of a large constant loss is not
+   read as a change of the loss.)
 
 Raw gradients never enter the GRU. A norm whose square overflows saturates
 :math:`G_t` at ``1e30`` (``f1`` is clipped long before), and a feature that is
@@ -328,6 +331,7 @@ def features(
     loss: jax.Array | None,
     loss_mean: jax.Array,
     loss_var: jax.Array,
+    loss_count: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """The four GRU inputs of one step (see the module docstring).
 
@@ -341,6 +345,8 @@ def features(
       v_sq_norm: :math:`\\|v_{t-1}\\|^2`.
       g_ema: the raw EMA of previous norms (not bias-corrected).
       count: the number of previous (non-skipped) steps, ``t - 1``.
+      loss_count: the number of previous losses in the loss EMAs (finite ones
+        only); ``None`` means ``count``.
       loss: the loss :math:`L_t`, or ``None``.
       loss_mean: the raw EMA of previous losses.
       loss_var: the raw EMA of previous squared loss deviations.
@@ -367,10 +373,18 @@ def features(
     if loss is None:
         f4 = jnp.zeros([], dtype)
     else:
-        l_corr = jnp.where(first, one, one - jnp.asarray(LOSS_BETA, dtype) ** t)
-        z = (loss - loss_mean / l_corr) / jnp.sqrt(loss_var / l_corr + _LOSS_EPS)
+        loss_count = count if loss_count is None else loss_count
+        no_history = loss_count == 0
+        n = loss_count.astype(dtype)
+        l_corr = jnp.where(no_history, one, one - jnp.asarray(LOSS_BETA, dtype) ** n)
+        mean = loss_mean / l_corr
+        # The floor is relative to the loss scale: in float32 a constant loss
+        # L leaves the corrected mean a few ulps of L away from L, which an
+        # absolute floor of 1e-8 would turn into a spurious signal for L >> 1.
+        floor = _LOSS_EPS * (1 + mean**2)
+        z = (loss - mean) / jnp.sqrt(loss_var / l_corr + floor)
         f4 = 0.2 * jnp.clip(z, -5.0, 5.0)
-        f4 = jnp.where(first, jnp.zeros([], dtype), f4)
+        f4 = jnp.where(no_history, jnp.zeros([], dtype), f4)
     f4 = jnp.broadcast_to(f4, f1.shape)
     x = jnp.stack([f1, f2, f3, f4], axis=-1).astype(dtype)
     return _finite_or_zero(x), norm

@@ -41,6 +41,7 @@ class GaroState(NamedTuple):
     g_ema: jax.Array  # shape=(): raw EMA of the gradient norm G.
     loss_mean: jax.Array  # shape=(): raw EMA of the loss.
     loss_var: jax.Array  # shape=(): raw EMA of the squared loss deviation.
+    loss_count: jax.Array  # shape=(), dtype=jnp.int32: finite losses seen.
     lr: jax.Array  # shape=(): learning rate used at the last step.
     mom: jax.Array  # shape=(): momentum used at the last step.
     wd: jax.Array  # shape=(): weight decay used at the last step.
@@ -74,6 +75,12 @@ def _options(init_kwargs: dict) -> dict:
 
 def _cast(controller: ctl.GaroController, dtype) -> ctl.GaroController:
     return jax.tree.map(lambda w: w.astype(dtype), controller)
+
+
+def _mean_over(h: jax.Array, weights: jax.Array) -> jax.Array:
+    """The mean of the rows of ``h`` whose weight is 1 (0 if there is none)."""
+    total = jnp.maximum(jnp.sum(weights), 1)
+    return jnp.sum(h * weights[:, None], axis=0) / total
 
 
 def scale_by_garo(
@@ -163,6 +170,7 @@ def scale_by_garo(
             g_ema=jnp.zeros(shape, dtype),
             loss_mean=zero(),
             loss_var=zero(),
+            loss_count=jnp.zeros([], jnp.int32),
             lr=lr,
             mom=mom,
             wd=wd,
@@ -179,6 +187,8 @@ def scale_by_garo(
         moms = treedef.flatten_up_to(state.momentum)
         thetas = treedef.flatten_up_to(params) if params is not None else None
         work = [numerics.widest_float(g.dtype, dtype) for g in grads]
+        # Zero-size leaves get hyperparameters but stay out of the context.
+        nonempty = jnp.asarray([g.size > 0 for g in grads], dtype)
         zero = jnp.zeros([], dtype)
 
         # One pass over (g, v) per leaf for every statistic: |g|^2, <g, v>,
@@ -211,13 +221,14 @@ def scale_by_garo(
             loss=loss,
             loss_mean=state.loss_mean,
             loss_var=state.loss_var,
+            loss_count=state.loss_count,
         )
         if loss is not None:
             x = x.at[..., 3].set(jnp.where(loss_ok, x[..., 3], zero))
         if per_tensor:
             # The DeepSets context: the mean over leaves of a projection of
             # the previous hidden states, appended to every leaf's features.
-            context = ctl._dot(theta.ctx_w, jnp.mean(state.h, axis=0))
+            context = ctl._dot(theta.ctx_w, _mean_over(state.h, nonempty))
             context = jnp.broadcast_to(context, (x.shape[0], context.shape[0]))
             x = jnp.concatenate([x, context], axis=-1)
         x = jnp.where(finite, x, jnp.zeros_like(x))
@@ -252,7 +263,7 @@ def scale_by_garo(
         if loss is not None:
             beta_l = jnp.asarray(ctl.LOSS_BETA, dtype)
             new_mean = beta_l * loss_mean + (1 - beta_l) * loss
-            t = (state.count + 1).astype(dtype)
+            t = (state.loss_count + 1).astype(dtype)
             deviation = loss - new_mean / (1 - beta_l**t)
             # Capped, so that an absurd loss cannot overflow the variance.
             squared = jnp.minimum(deviation**2, jnp.asarray(1e30, dtype))
@@ -268,6 +279,9 @@ def scale_by_garo(
             g_ema=keep(g_ema, state.g_ema),
             loss_mean=keep(loss_mean, state.loss_mean),
             loss_var=keep(loss_var, state.loss_var),
+            loss_count=keep(
+                state.loss_count + loss_ok.astype(jnp.int32), state.loss_count
+            ),
             lr=keep(lr, state.lr),
             mom=keep(mom, state.mom),
             wd=keep(wd, state.wd),
