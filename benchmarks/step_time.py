@@ -30,7 +30,9 @@ path, read and written (+8); AutoSGM's "markov" numerator adds three states
 (an EMA of w^2, an EMA of |x|, the correlation), read and written (+24); its
 `corr_clip` buffer (+8 more) is an XLA:CPU device, not counted.
 `of base` uses the floor of the base algorithm (SGD 12, Adam 28) for the CLARA
-and AutoSGM variants too.
+and AutoSGM variants too. GARO is SGD with momentum (20) plus one read of the
+gradient and the momentum for its statistics (28), against `sgd_momentum`
+(`optax.sgd(0.01, momentum=0.9)`, base 20).
 
 Two noise-free diagnostics come with the times, per optimizer: the compiled
 step's temporary buffer (`temp B/param`; XLA:CPU allocates it afresh on every
