@@ -24,6 +24,8 @@ from garo_optax._src.lowpass import QuadraticStability as QuadraticStability
 from garo_optax._src.lowpass import lowpass_response as lowpass_response
 from garo_optax._src.lowpass import max_stable_step as max_stable_step
 from garo_optax._src.lowpass import quadratic_stability as quadratic_stability
+from garo_optax._src.pretrained import pretrained as pretrained
+from garo_optax._src.pretrained import pretrained_info as pretrained_info
 from garo_optax._src.schedules import window_schedule as window_schedule
 
 __version__ = "0.1.0"
@@ -49,6 +51,8 @@ __all__ = (
     "init_controller",
     "lowpass_response",
     "max_stable_step",
+    "pretrained",
+    "pretrained_info",
     "quadratic_stability",
     "scale_by_autosgm",
     "scale_by_clara",

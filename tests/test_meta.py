@@ -55,7 +55,7 @@ def test_checkpointed_unroll_equals_plain_unroll():
     theta = _controller()
 
     def mean_log_loss(theta, checkpoint):
-        out = meta.unroll(theta, task, jax.random.key(2), 24, checkpoint=checkpoint)
+        out = meta.unroll(theta, task, jax.random.key(2), 12, checkpoint=checkpoint)
         return jnp.mean(meta.log_loss(out.losses))
 
     for_ckpt = jax.jit(jax.value_and_grad(lambda t: mean_log_loss(t, True)))(theta)
@@ -107,7 +107,10 @@ def test_tbptt_meta_gradient_matches_finite_differences():
                 2 * eps
             )
             assert abs(fd) > 1e-6, name
-            np.testing.assert_allclose(getattr(grad, name)[index], fd, rtol=1e-5)
+            # Central differences in float64 carry ~1e-16 / eps of roundoff.
+            np.testing.assert_allclose(
+                getattr(grad, name)[index], fd, rtol=1e-5, atol=1e-9
+            )
 
 
 def test_pes_is_unbiased_across_two_segments():
@@ -115,7 +118,7 @@ def test_pes_is_unbiased_across_two_segments():
     segments) is within 4 standard errors of the exact gradient of that
     segment's loss, which depends on the controller through both segments."""
     with jax.enable_x64(True):
-        K, population, std = 4, 2048, 0.01
+        K, population, std = 4, 1024, 0.01
         family = _quadratic_family(dim=1, spread=0.0)  # every member the same task
         theta = _controller(hidden_size=2)
         init_kw = dict(segment_length=K, horizon=8 * K, estimator="pes")

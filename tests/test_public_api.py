@@ -76,3 +76,33 @@ def test_console_script_resolves(script):
         if entry_point.dist and entry_point.dist.name.replace("-", "_") == "garo_optax":
             assert entry_point.value == target
             assert entry_point.load() is entry
+
+
+def test_meta_all_names_exist_and_nothing_public_is_missing():
+    from garo_optax import meta
+
+    assert len(set(meta.__all__)) == len(meta.__all__)
+    for name in meta.__all__:
+        assert hasattr(meta, name), name
+    missing = [
+        name
+        for name, obj in vars(meta).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(obj) or inspect.isclass(obj))
+        and getattr(obj, "__module__", "").startswith("garo_optax.meta._")
+        and name not in meta.__all__
+    ]
+    assert not missing, f"public but not in meta.__all__: {missing}"
+
+
+def test_meta_docstring_sections():
+    from garo_optax import meta
+
+    for name in meta.__all__:
+        obj = getattr(meta, name)
+        doc = inspect.getdoc(obj)
+        assert doc and doc.strip(), f"{name} has no docstring"
+        if inspect.isclass(obj) or not callable(obj):
+            continue
+        for section in ("Args:", "Returns:"):
+            assert f"\n{section}\n" in f"\n{doc}\n", f"{name}: no {section!r} section"

@@ -5,6 +5,7 @@ Usage::
     garo-optax --version
     garo-optax list
     garo-optax meta-train --config smoke --out runs/smoke
+    garo-optax meta-eval --controller runs/smoke --out runs/smoke/eval
 
 Each subcommand is one function ``_name(args) -> int`` plus one :class:`Command`
 entry in :data:`COMMANDS`, which names it, gives its one-line help and lists its
@@ -92,6 +93,12 @@ def _meta_train(args: argparse.Namespace) -> int:
     return cli_meta.meta_train_command(args)
 
 
+def _meta_eval(args: argparse.Namespace) -> int:
+    from garo_optax._src import cli_meta
+
+    return cli_meta.meta_eval_command(args)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("list", "list the public optimizers with one-line summaries", _list),
     Command(
@@ -109,6 +116,23 @@ COMMANDS: tuple[Command, ...] = (
                 help="meta-steps between checkpoints (default: 50)",
             ),
             _arg("--quiet", action="store_true", help="no progress output"),
+        ),
+    ),
+    Command(
+        "meta-eval",
+        "evaluate a GARO controller against optax baselines on held-out families",
+        _meta_eval,
+        (
+            _arg(
+                "--controller",
+                default="pretrained",
+                help="'pretrained', a shipped name, a run folder or a .npz file",
+            ),
+            _arg("--families", nargs="+", default=None, help="default: held out"),
+            _arg("--steps", type=int, default=None, help="inner steps per run"),
+            _arg("--tasks", type=int, default=4, help="tasks per family (default 4)"),
+            _arg("--no-sweep", action="store_true", help="baselines at defaults only"),
+            _arg("--out", default=None, help="folder for meta_eval.json and PNGs"),
         ),
     ),
 )

@@ -57,9 +57,14 @@ class ProgressLine:
             self.stream.flush()
 
 
-@functools.lru_cache(maxsize=4)
 def _compiled_run(config):
-    # A resumed run in the same process reuses the compiled meta-step.
+    # The meta-step does not depend on the number of steps: a run resumed to
+    # train longer, in the same process, reuses the compiled one.
+    return _make_meta_train(config._replace(steps=1))
+
+
+@functools.lru_cache(maxsize=4)
+def _make_meta_train(config):
     from garo_optax.meta import _train
 
     return _train.make_meta_train(config)
@@ -132,4 +137,88 @@ def meta_train_command(args: argparse.Namespace) -> int:
     _checkpoint.save_controller(out / "controller.npz", state.controller)
     if not args.quiet:
         print(f"wrote {out / 'controller.npz'}", file=sys.stderr)
+    return 0
+
+
+# Inner steps of the evaluation runs, per family (default for the others).
+EVAL_STEPS = {"char_transformer": 300}
+DEFAULT_EVAL_STEPS = 1000
+
+
+def _load_eval_controller(spec: str):
+    from garo_optax._src import pretrained
+    from garo_optax.meta import _train
+
+    if spec == "pretrained" or spec in pretrained.available():
+        name = "garo-v1" if spec == "pretrained" else spec
+        info = (
+            pretrained.pretrained_info(name) if name in pretrained.available() else {}
+        )
+        controller = pretrained.pretrained(name)
+        fields = info.get("config")
+    else:
+        path = pathlib.Path(spec)
+        if path.is_dir():
+            path = path / "controller.npz"
+        controller = pretrained.read_controller(path)
+        config_path = path.parent / "config.json"
+        fields = json.loads(config_path.read_text()) if config_path.exists() else None
+    if fields is None:
+        config = _train.get_config("garo-v1")
+    else:
+        from garo_optax.meta import _checkpoint
+
+        config = _checkpoint.config_from_json(fields)
+    return controller, config
+
+
+def meta_eval_command(args: argparse.Namespace) -> int:
+    """Runs ``garo-optax meta-eval``: a controller against GARO's initial
+    controller and the optax baselines on held-out families.
+
+    Args:
+      args: the parsed arguments (``controller``, ``families``, ``steps``,
+        ``tasks``, ``no_sweep``, ``out``).
+
+    Returns:
+      The exit code.
+    """
+    from garo_optax.meta import _evaluate, _families, _train
+
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be >= 1, got {args.steps}")
+    if args.tasks < 1:
+        raise ValueError(f"--tasks must be >= 1, got {args.tasks}")
+    names = args.families or list(_families.HELD_OUT_FAMILIES)
+    families = [_families.get_family(name) for name in names]
+    controller, config = _load_eval_controller(args.controller)
+    controllers = {
+        "garo_trained": controller,
+        "garo_init": _train.initial_controller(config),
+    }
+    options = {"granularity": config.granularity, "lagged": config.lagged}
+    out = pathlib.Path(args.out) if args.out else None
+    if out is not None:
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ValueError(f"cannot write to --out {out}: {error}") from error
+    report = {"controller": args.controller, "families": {}}
+    for name, family in zip(names, families):
+        steps = args.steps or EVAL_STEPS.get(name, DEFAULT_EVAL_STEPS)
+        results = _evaluate.evaluate_family(
+            controllers,
+            family,
+            num_tasks=args.tasks,
+            num_steps=steps,
+            sweep=not args.no_sweep,
+            garo_options=options,
+        )
+        rows = _evaluate.summary_rows(results)
+        print(_evaluate.format_table(f"{name} ({steps} steps)", rows), flush=True)
+        report["families"][name] = {"steps": steps, "rows": rows}
+        if out is not None:
+            _evaluate.plot_family(out / f"{name}.png", name, results)
+    if out is not None:
+        (out / "meta_eval.json").write_text(json.dumps(report, indent=1) + "\n")
     return 0

@@ -317,6 +317,13 @@ def heads(
     return lr, mom, wd
 
 
+def _safe_sqrt(x):
+    # sqrt with a finite gradient at 0 (the momentum norm is 0 at the first
+    # step): the unselected branch of a `where` must not produce inf * 0.
+    positive = x > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1)), 0)
+
+
 def _finite_or_zero(x):
     return jnp.where(jnp.isfinite(x), x, jnp.zeros_like(x))
 
@@ -358,8 +365,8 @@ def features(
     dtype = g_ema.dtype
     eps = jnp.asarray(_NORM_EPS, dtype)
     big = jnp.asarray(_NORM_MAX, dtype)
-    norm = jnp.minimum(jnp.sqrt(sq_norm), big)
-    v_norm = jnp.minimum(jnp.sqrt(v_sq_norm), big)
+    norm = jnp.minimum(_safe_sqrt(sq_norm), big)
+    v_norm = jnp.minimum(_safe_sqrt(v_sq_norm), big)
     first = count == 0
     t = count.astype(dtype)
     one = jnp.ones([], dtype)

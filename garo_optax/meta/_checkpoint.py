@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from garo_optax._src import controller as ctl
+from garo_optax._src import pretrained
 from garo_optax.meta import _train
 
 
@@ -205,18 +206,7 @@ def load_controller(path) -> ctl.GaroController:
       The :class:`garo_optax.GaroController` (float32 arrays, float64 under
       x64).
     """
-    try:
-        with np.load(path) as data:
-            fields = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read a controller from {path}: {error}") from error
-    missing = sorted(set(ctl.GaroController._fields) - set(fields))
-    if missing:
-        raise ValueError(f"{path} is not a GARO controller: missing {missing}")
-    dtype = ctl.default_dtype()
-    return ctl.GaroController(
-        **{k: jax.numpy.asarray(fields[k], dtype) for k in ctl.GaroController._fields}
-    )
+    return pretrained.read_controller(path)
 
 
 def controller_metadata(path) -> dict:

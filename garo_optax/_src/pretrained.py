@@ -1,0 +1,89 @@
+"""Meta-trained GARO controllers shipped inside the package.
+
+Each controller is a small ``.npz`` file under ``garo_optax/weights/`` (package
+data: no download), with a ``.json`` file beside it that records how it was
+trained (the ``garo-optax meta-train`` command and configuration) and how it
+evaluated.
+"""
+
+import json
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+
+from garo_optax._src import controller as ctl
+
+WEIGHTS = pathlib.Path(__file__).resolve().parents[1] / "weights"
+
+
+def available() -> tuple[str, ...]:
+    """The names of the shipped controllers.
+
+    Returns:
+      The names (file stems under ``garo_optax/weights``), sorted.
+    """
+    return tuple(sorted(p.stem for p in WEIGHTS.glob("*.npz")))
+
+
+def read_controller(path) -> ctl.GaroController:
+    """Reads a controller from an ``.npz`` file of its fields.
+
+    Args:
+      path: the file.
+
+    Returns:
+      The :class:`garo_optax.GaroController` (float32, float64 under x64).
+    """
+    try:
+        with np.load(path) as data:
+            fields = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read a controller from {path}: {error}") from error
+    missing = sorted(set(ctl.GaroController._fields) - set(fields))
+    if missing:
+        raise ValueError(f"{path} is not a GARO controller: missing {missing}")
+    dtype = ctl.default_dtype()
+    return ctl.GaroController(
+        **{k: jnp.asarray(fields[k], dtype) for k in ctl.GaroController._fields}
+    )
+
+
+def pretrained(name: str = "garo-v1") -> ctl.GaroController:
+    """A meta-trained GARO controller shipped with the package.
+
+    ``garo_optax.garo(garo_optax.pretrained())`` is GARO with weights
+    meta-trained on the families of ``garo_optax.meta.META_TRAIN_FAMILIES``;
+    ``pretrained_info(name)`` tells how.
+
+    Args:
+      name: one of :func:`available`.
+
+    Returns:
+      The :class:`garo_optax.GaroController`.
+
+    Examples:
+      >>> import garo_optax
+      >>> tx = garo_optax.garo(garo_optax.pretrained())  # doctest: +SKIP
+    """
+    names = available()
+    if name not in names:
+        raise ValueError(f"unknown pretrained controller {name!r}; available: {names}")
+    return read_controller(WEIGHTS / f"{name}.npz")
+
+
+def pretrained_info(name: str = "garo-v1") -> dict:
+    """How the shipped controller ``name`` was trained and evaluated.
+
+    Args:
+      name: one of :func:`available`.
+
+    Returns:
+      The metadata dict (``command``, ``config``, ``meta_eval``, ...).
+    """
+    if name not in available():
+        raise ValueError(
+            f"unknown pretrained controller {name!r}; available: {available()}"
+        )
+    meta = WEIGHTS / f"{name}.json"
+    return json.loads(meta.read_text()) if meta.exists() else {}

@@ -1,0 +1,86 @@
+"""garo_optax.meta: meta-training the GARO controller by unrolled training.
+
+Tasks are tuples of pure functions (:class:`Task`); task families sample
+populations of them that share one computation graph (:class:`TaskFamily`,
+built-in ones in :data:`FAMILIES`, split into :data:`META_TRAIN_FAMILIES` and
+:data:`HELD_OUT_FAMILIES`). :func:`unroll`, :func:`truncated_step`,
+:func:`full_meta_gradient` and :func:`make_meta_train` turn inner training into
+meta-gradients with respect to a :class:`garo_optax.GaroController`;
+:class:`Checkpointer` saves and resumes meta-training runs.
+"""
+
+from garo_optax.meta._checkpoint import Checkpointer as Checkpointer
+from garo_optax.meta._checkpoint import load_controller as load_controller
+from garo_optax.meta._checkpoint import save_controller as save_controller
+from garo_optax.meta._families import FAMILIES as FAMILIES
+from garo_optax.meta._families import HELD_OUT_FAMILIES as HELD_OUT_FAMILIES
+from garo_optax.meta._families import META_TRAIN_FAMILIES as META_TRAIN_FAMILIES
+from garo_optax.meta._families import char_transformer_family as char_transformer_family
+from garo_optax.meta._families import cnn_digits_family as cnn_digits_family
+from garo_optax.meta._families import get_family as get_family
+from garo_optax.meta._families import logistic_family as logistic_family
+from garo_optax.meta._families import mlp_digits_family as mlp_digits_family
+from garo_optax.meta._families import mnist1d_cnn_family as mnist1d_cnn_family
+from garo_optax.meta._families import mnist1d_mlp_family as mnist1d_mlp_family
+from garo_optax.meta._families import noisy_quadratic_family as noisy_quadratic_family
+from garo_optax.meta._families import quadratic_family as quadratic_family
+from garo_optax.meta._families import rosenbrock_family as rosenbrock_family
+from garo_optax.meta._tasks import Task as Task
+from garo_optax.meta._tasks import TaskFamily as TaskFamily
+from garo_optax.meta._train import InnerState as InnerState
+from garo_optax.meta._train import MetaConfig as MetaConfig
+from garo_optax.meta._train import MetaState as MetaState
+from garo_optax.meta._train import TruncatedState as TruncatedState
+from garo_optax.meta._train import UnrollOutput as UnrollOutput
+from garo_optax.meta._train import check_config as check_config
+from garo_optax.meta._train import checkpointed_scan as checkpointed_scan
+from garo_optax.meta._train import full_meta_gradient as full_meta_gradient
+from garo_optax.meta._train import init_inner as init_inner
+from garo_optax.meta._train import initial_controller as initial_controller
+from garo_optax.meta._train import log_loss as log_loss
+from garo_optax.meta._train import make_meta_train as make_meta_train
+from garo_optax.meta._train import meta_train as meta_train
+from garo_optax.meta._train import population_sharding as population_sharding
+from garo_optax.meta._train import resolve_family as resolve_family
+from garo_optax.meta._train import truncated_init as truncated_init
+from garo_optax.meta._train import truncated_step as truncated_step
+from garo_optax.meta._train import unroll as unroll
+
+__all__ = (
+    "Checkpointer",
+    "FAMILIES",
+    "HELD_OUT_FAMILIES",
+    "InnerState",
+    "META_TRAIN_FAMILIES",
+    "MetaConfig",
+    "MetaState",
+    "Task",
+    "TaskFamily",
+    "TruncatedState",
+    "UnrollOutput",
+    "char_transformer_family",
+    "check_config",
+    "checkpointed_scan",
+    "cnn_digits_family",
+    "full_meta_gradient",
+    "get_family",
+    "init_inner",
+    "initial_controller",
+    "load_controller",
+    "log_loss",
+    "logistic_family",
+    "make_meta_train",
+    "meta_train",
+    "mlp_digits_family",
+    "mnist1d_cnn_family",
+    "mnist1d_mlp_family",
+    "noisy_quadratic_family",
+    "population_sharding",
+    "quadratic_family",
+    "resolve_family",
+    "rosenbrock_family",
+    "save_controller",
+    "truncated_init",
+    "truncated_step",
+    "unroll",
+)
