@@ -141,7 +141,7 @@ def meta_train_command(args: argparse.Namespace) -> int:
 
 
 # Inner steps of the evaluation runs, per family (default for the others).
-EVAL_STEPS = {"char_transformer": 300}
+EVAL_STEPS = {"char_transformer": 200, "cnn_digits": 500, "mnist1d_cnn": 500}
 DEFAULT_EVAL_STEPS = 1000
 
 

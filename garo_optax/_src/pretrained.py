@@ -63,8 +63,13 @@ def pretrained(name: str = "garo-v1") -> ctl.GaroController:
       The :class:`garo_optax.GaroController`.
 
     Examples:
+      >>> import jax.numpy as jnp
       >>> import garo_optax
-      >>> tx = garo_optax.garo(garo_optax.pretrained())  # doctest: +SKIP
+      >>> tx = garo_optax.garo(garo_optax.pretrained())
+      >>> params = {"w": jnp.ones(3)}
+      >>> updates, state = tx.update(params, tx.init(params), params, value=3.0)
+      >>> sorted(garo_optax.hyperparams(state))
+      ['lr', 'mom', 'wd']
     """
     names = available()
     if name not in names:
