@@ -120,7 +120,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "meta-eval",
-        "evaluate a GARO controller against optax baselines on held-out families",
+        "compare a GARO controller with optax baselines",
         _meta_eval,
         (
             _arg(

@@ -161,7 +161,9 @@ def checkpointed_scan(body, carry, length: int, *, checkpoint: bool = True):
       body: ``body(carry, None) -> (carry, output)``.
       carry: the initial carry.
       length: the number of steps (static, >= 1).
-      checkpoint: rematerialize (else a plain scan).
+      checkpoint: rematerialize (else a plain scan). A prime ``length`` has
+        no chunks of about its square root and falls back to one step per
+        chunk (memory linear in ``length``, still without the intermediates).
 
     Returns:
       ``(carry, outputs)`` as ``lax.scan`` returns them.
@@ -780,6 +782,8 @@ def make_meta_train(
       config: the configuration (checked here).
       outer: the outer optimizer; ``None`` is :func:`outer_optimizer`.
 
+    ``step`` donates its argument: keep only the state it returns.
+
     Returns:
       ``(init, step)``. ``metrics`` holds the scalars ``meta_loss`` (mean over
       the families), ``grad_norm`` (before clipping), ``mean_loss`` (mean inner
@@ -918,8 +922,8 @@ def meta_train(
     Examples:
       >>> from garo_optax import meta
       >>> config = meta.MetaConfig(
-      ...     families=("quadratic",), population=2, segment_length=5,
-      ...     horizon=10, steps=2, hidden_size=4)
+      ...     families=("quadratic",), population=1, segment_length=1,
+      ...     horizon=2, steps=2, hidden_size=2)
       >>> controller, history = meta.meta_train(config)
       >>> len(history), sorted(history[0])[:2]
       (2, ['grad_norm', 'mean_loss'])
