@@ -698,14 +698,22 @@ def check_config(config: MetaConfig) -> None:
             f"population must be divisible by the {devices} devices that split it, "
             f"got population={config.population}"
         )
-    ctl.check_options(
-        hidden_size=config.hidden_size,
-        head_init_scale=config.head_init_scale,
-        learning_rate_init=config.learning_rate_init,
-        momentum_init=config.momentum_init,
-        weight_decay_init=config.weight_decay_init,
-        granularity=config.granularity,
-    )
+    ctl.check_options(**_controller_options(config))
+
+
+_CONTROLLER_OPTIONS = (
+    "hidden_size",
+    "head_init_scale",
+    "learning_rate_init",
+    "momentum_init",
+    "weight_decay_init",
+    "granularity",
+)
+
+
+def _controller_options(config: MetaConfig) -> dict:
+    """The fields of ``config`` that are options of `init_controller`."""
+    return {name: getattr(config, name) for name in _CONTROLLER_OPTIONS}
 
 
 class MetaState(NamedTuple):
@@ -727,13 +735,7 @@ def initial_controller(config: MetaConfig) -> ctl.GaroController:
       A :class:`garo_optax.GaroController`.
     """
     return ctl.init_controller(
-        jax.random.PRNGKey(config.seed),
-        hidden_size=config.hidden_size,
-        head_init_scale=config.head_init_scale,
-        learning_rate_init=config.learning_rate_init,
-        momentum_init=config.momentum_init,
-        weight_decay_init=config.weight_decay_init,
-        granularity=config.granularity,
+        jax.random.PRNGKey(config.seed), **_controller_options(config)
     )
 
 
