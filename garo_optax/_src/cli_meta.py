@@ -13,48 +13,10 @@ import functools
 import json
 import pathlib
 import sys
-import time
 
 import jax
 
-
-class ProgressLine:
-    """A one-line progress bar on a terminal stream (plain lines elsewhere).
-
-    Args:
-      total: the number of steps.
-      stream: where to write (default: stderr).
-      every: on a non-terminal stream, print one line every ``every`` steps.
-    """
-
-    def __init__(self, total: int, stream=None, every: int = 10):
-        self.total, self.every = total, max(every, 1)
-        self.stream = sys.stderr if stream is None else stream
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = time.perf_counter()
-        self.first = None
-
-    def update(self, step: int, metrics: dict) -> None:
-        """Shows meta-step ``step`` with its meta-loss and gradient norm."""
-        if self.first is None:
-            self.first = step - 1
-            self.start = time.perf_counter()
-        done = step - self.first
-        rate = done / max(time.perf_counter() - self.start, 1e-9)
-        width = 24
-        filled = int(width * step / max(self.total, 1))
-        text = (
-            f"[{'#' * filled}{'.' * (width - filled)}] {step}/{self.total} "
-            f"meta_loss {metrics['meta_loss']:.4f} "
-            f"grad_norm {metrics['grad_norm']:.3g} {rate:.2f} steps/s"
-        )
-        if self.tty:
-            end = "\n" if step >= self.total else ""
-            self.stream.write("\r" + text + end)
-            self.stream.flush()
-        elif step % self.every == 0 or step >= self.total:
-            self.stream.write(text + "\n")
-            self.stream.flush()
+from garo_optax._src.progress import ProgressLine
 
 
 def _compiled_run(config):
@@ -130,7 +92,12 @@ def meta_train_command(args: argparse.Namespace) -> int:
             log.write(json.dumps(record) + "\n")
             log.flush()
             if progress is not None:
-                progress.update(n, record)
+                progress.update(
+                    n,
+                    f"meta_loss {record['meta_loss']:.4f} "
+                    f"grad_norm {record['grad_norm']:.3g}",
+                    rate_unit="steps",
+                )
             if n % args.checkpoint_every == 0 or n == config.steps:
                 checkpointer.save(state)
     checkpointer.close()
