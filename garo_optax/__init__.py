@@ -24,6 +24,9 @@ from garo_optax._src.lowpass import QuadraticStability as QuadraticStability
 from garo_optax._src.lowpass import lowpass_response as lowpass_response
 from garo_optax._src.lowpass import max_stable_step as max_stable_step
 from garo_optax._src.lowpass import quadratic_stability as quadratic_stability
+from garo_optax._src.lr_finder import LRFinderResult as LRFinderResult
+from garo_optax._src.lr_finder import lr_finder as lr_finder
+from garo_optax._src.lr_finder import plot_lr_finder as plot_lr_finder
 from garo_optax._src.pretrained import pretrained as pretrained
 from garo_optax._src.pretrained import pretrained_info as pretrained_info
 from garo_optax._src.schedules import window_schedule as window_schedule
@@ -34,6 +37,7 @@ __all__ = (
     "FilterResponse",
     "GaroController",
     "GaroState",
+    "LRFinderResult",
     "QuadraticStability",
     "ScaleByAdamClaraState",
     "ScaleByAutoSgmState",
@@ -50,7 +54,9 @@ __all__ = (
     "hyperparams",
     "init_controller",
     "lowpass_response",
+    "lr_finder",
     "max_stable_step",
+    "plot_lr_finder",
     "pretrained",
     "pretrained_info",
     "quadratic_stability",
