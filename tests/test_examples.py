@@ -112,3 +112,216 @@ def test_garo_telemetry_records_the_state_and_writes_a_png(tmp_path):
         assert float(loss) == result["losses"][i]
         for name in ("lr", "mom", "wd"):
             assert result[name][i] == np.asarray(state[name]), (name, i)
+
+
+def test_linen_garo_trains_and_passes_the_loss_to_garo():
+    """The loss falls, and ``GaroTrainState`` hands it to GARO as ``value=``
+    (the stock ``TrainState.apply_gradients`` does not)."""
+    pytest.importorskip("flax")
+    pytest.importorskip("sklearn")
+    import jax
+    import optax
+    from flax.training import train_state
+
+    import garo_optax
+
+    module = load_example("linen_garo")
+    steps = 20
+    result = module.main(steps=steps)
+
+    losses = np.asarray(result["loss"])
+    assert losses.shape == (steps,) and np.all(np.isfinite(losses))
+    # About 2.3 -> 0.5 with seed 0.
+    assert losses[-5:].mean() < 0.5 * losses[:5].mean()
+    assert result["test_accuracy"] > 0.5  # chance is 0.1 (about 0.86)
+    assert result["loss_count"] == steps  # every step's loss reached GARO
+    assert sorted(result["hyperparams"]) == ["lr", "mom", "wd"]
+    assert 0 < result["hyperparams"]["lr"] < 1
+
+    x_train, y_train, _, _ = module.load_data()
+    state = module.create_state(0, x_train.shape[1])
+    grads = jax.jit(jax.grad(module.loss_fn))(state.params, state, x_train, y_train)
+    step = jax.jit(lambda s, value: s.apply_gradients(grads=grads, value=value))
+    field = lambda s, name: np.asarray(optax.tree.get(s.opt_state, name))
+    # The same first loss, then different ones: GARO's loss statistics and,
+    # through the controller's normalized-loss feature, its hidden state and
+    # hyperparameters differ.
+    real, fake = step(state, 2.3), step(state, 2.3)
+    real, fake = step(real, 2.0), step(fake, 1000.0)
+    assert field(real, "loss_count") == field(fake, "loss_count") == 2
+    assert abs(field(real, "loss_mean") - field(fake, "loss_mean")) > 10.0
+    assert not np.array_equal(field(real, "h"), field(fake, "h"))
+    real_hp = garo_optax.hyperparams(real.opt_state)
+    assert real_hp["lr"] != garo_optax.hyperparams(fake.opt_state)["lr"]
+    # The base class calls tx.update without value=: GARO sees no loss.
+    plain = jax.jit(train_state.TrainState.apply_gradients)(state, grads=grads)
+    assert field(plain, "loss_count") == 0
+
+
+def test_autosgm_chain_clips_then_windows_the_rate():
+    pytest.importorskip("sklearn")
+    import helpers
+    import jax
+    import optax
+
+    module = load_example("autosgm_chain")
+    steps, window, lr0 = 40, 20, 0.05
+    result = module.main(steps=steps, window=window, learning_rate=lr0)
+
+    loss, norm, lr = result["loss"], result["grad_norm"], result["lr"]
+    assert loss.shape == norm.shape == lr.shape == (steps,)
+    assert np.all(np.isfinite(loss)) and np.all(lr > 0)
+    # About 3.0 -> 1.3 with seed 0.
+    assert loss[-5:].mean() < 0.6 * loss[:5].mean()
+    assert result["test_accuracy"] > 0.3
+    # The window decays the rate over each frame and restarts it: the rate of
+    # the frame's last step (window 0.006) is tiny, the next one's is not.
+    assert lr[window - 1] < 0.05 * lr[:window].max()
+    assert lr[window] > 10 * lr[window - 1]
+    assert lr[-1] < 0.05 * lr[window:].max()
+
+    # Clipping is active at the start (|g| about 2.4 with seed 0).
+    assert norm[0] > 1.5
+
+    # One train step equals AutoSGM applied to the clipped gradient (which
+    # differs from AutoSGM on the raw one), and reports the mean of the state's
+    # per-leaf lr. On a one-layer model, to keep the compilations small.
+    x, y, _, _ = module.load_data()
+    rng = np.random.default_rng(0)
+    params = [(rng.standard_normal((64, 10), np.float32), np.zeros(10, np.float32))]
+    grads = jax.grad(module.loss_fn)(params, x, y)
+    grad_norm = float(optax.tree.norm(grads))
+    assert grad_norm > 1.5
+    tx = module.make_optimizer(lr0, window)
+    new, state, (_, step_norm, step_lr) = module.make_train_step(tx)(
+        params, tx.init(params), x, y
+    )
+    np.testing.assert_allclose(step_norm, grad_norm, rtol=1e-5)
+    bare = module.make_optimizer(lr0, window, clip=False)
+    bare_update = jax.jit(bare.update)
+    clipped = jax.tree.map(lambda g: g / grad_norm, grads)
+    want, _ = bare_update(clipped, bare.init(params), params)
+    helpers.tree_allclose(optax.apply_updates(params, want), new, rtol=1e-5)
+    raw, _ = bare_update(grads, bare.init(params), params)
+    assert not np.allclose(optax.apply_updates(params, raw)[0][0], new[0][0])
+    leaves = jax.tree.leaves(optax.tree.get(state, "lr"))
+    assert len(leaves) == 2 and all(np.shape(v) == () for v in leaves)
+    np.testing.assert_allclose(step_lr, np.mean(leaves), rtol=1e-6)
+
+
+def test_classic_recipe_stops_early_and_restores_the_best_weights():
+    pytest.importorskip("sklearn")
+    module = load_example("classic_recipe")
+    steps, patience = 30, 2
+    result = module.main(
+        steps=steps, accumulate=2, patience=patience, min_delta=0.0, peak_lr=3e-2
+    )
+
+    val = result["val_loss"]
+    best = result["best_step"]
+    assert np.all(np.isfinite(val)) and len(val) == len(result["train_loss"])
+    # With a high peak rate the validation loss turns up within 30 updates
+    # (best at update 9 of 11 with seed 0): training stops `patience` updates
+    # after the best one.
+    assert result["stopped_early"] and len(val) < steps
+    assert len(val) == best + patience
+    assert result["best_val_loss"] == min(val) == val[best - 1]
+    assert val[-1] > result["best_val_loss"]  # the last weights are not the best
+    # The restored weights are the best ones, exactly.
+    assert result["restored_val_loss"] == result["best_val_loss"]
+    assert result["train_loss"][-1] < 0.5 * result["train_loss"][0]
+    assert result["test_accuracy"] > 0.5
+    # The recorded rates are the schedule's, one per optimizer update.
+    schedule = module.make_schedule(steps, 3e-2)
+    np.testing.assert_allclose(
+        result["lr"], [float(schedule(i)) for i in range(len(val))], rtol=1e-6
+    )
+
+
+def test_classic_recipe_schedule_warms_up_then_decays():
+    pytest.importorskip("sklearn")
+    module = load_example("classic_recipe")
+    peak = 3e-3
+    lr = np.asarray(module.make_schedule(100, peak)(np.arange(101)))
+    assert lr[0] == 0.0
+    assert int(np.argmax(lr)) == 10 and np.isclose(lr[10], peak)
+    assert np.all(np.diff(lr[:11]) > 0)  # linear warm-up over 10% of the steps
+    assert np.all(np.diff(lr[10:]) <= 1e-9)  # cosine decay
+    np.testing.assert_allclose(lr[100], peak / 100, rtol=1e-5)
+
+
+def test_classic_recipe_multisteps_updates_every_k_micro_steps():
+    """Parameters move on every k-th micro-step only."""
+    pytest.importorskip("sklearn")
+    import jax
+
+    module = load_example("classic_recipe")
+    (x, y), _, _ = module.load_data()
+    k = 3
+    tx = module.make_optimizer(1e-3, accumulate=k)
+    micro_step = module.make_micro_step(tx)
+    params = module.init_mlp(0)
+    opt_state = tx.init(params)
+    moved = []
+    for i in range(2 * k):
+        new, opt_state, _ = micro_step(params, opt_state, jax.random.key(i), x, y)
+        moved.append(
+            any(
+                not np.array_equal(a, b)
+                for a, b in zip(*map(jax.tree.leaves, (new, params)))
+            )
+        )
+        params = new
+        assert int(opt_state.gradient_step) == (i + 1) // k
+    assert moved == [False, False, True, False, False, True]
+
+
+def test_meta_train_small_returns_a_trained_controller(tmp_path):
+    pytest.importorskip("sklearn")
+    import jax
+
+    import garo_optax
+    from garo_optax import meta
+
+    module = load_example("meta_train_small")
+    out = tmp_path / "controller.npz"
+    steps = 2
+    result = module.main(
+        steps=steps,
+        population=2,
+        segment_length=5,
+        horizon=10,
+        eval_tasks=2,
+        out=str(out),
+    )
+
+    controller, initial = result["controller"], result["initial_controller"]
+    assert isinstance(controller, garo_optax.GaroController)
+    # Finite weights, except the weight-decay head's bias: -inf, as at the
+    # start (MetaConfig's weight_decay_init=0 turns weight decay off exactly).
+    for name, value in controller._asdict().items():
+        value = np.asarray(value)
+        if name == "head_b":
+            assert value[2] == -np.inf
+            value = value[:2]
+        assert np.all(np.isfinite(value)), name
+    leaves = [np.asarray(v) for v in jax.tree.leaves(controller)]
+    # The initial controller is MetaConfig's meta-initialization: its heads
+    # emit lr 0.01 and momentum 0.5 at h = 0 (and no weight decay).
+    np.testing.assert_allclose(
+        initial.head_b, [np.log(np.expm1(0.01)), np.arctanh(0.5), -np.inf], rtol=1e-5
+    )
+    # Meta-training moved the weights away from it.
+    initial_leaves = [np.asarray(v) for v in jax.tree.leaves(initial)]
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves, initial_leaves))
+    assert result["meta_loss"].shape == (steps,)
+    assert np.all(np.isfinite(result["meta_loss"]))
+    # Training fresh quadratics (initial loss 1) with either controller works.
+    for name in ("final_loss", "initial_final_loss"):
+        assert result[name].shape == (2,)
+        assert np.all(np.isfinite(result[name])) and np.all(result[name] < 1.0)
+    # The saved file reloads to the same weights.
+    assert result["saved"] == str(out)
+    reloaded = meta.load_controller(out)
+    for a, b in zip(jax.tree.leaves(reloaded), leaves):
+        np.testing.assert_array_equal(a, b)
