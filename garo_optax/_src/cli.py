@@ -4,6 +4,7 @@ Usage::
 
     garo-optax --version
     garo-optax list
+    garo-optax bench --quick
     garo-optax meta-train --config smoke --out runs/smoke
     garo-optax meta-eval --controller runs/smoke --out runs/smoke/eval
 
@@ -93,6 +94,18 @@ def _meta_train(args: argparse.Namespace) -> int:
     return cli_meta.meta_train_command(args)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from garo_optax._src import cli_bench
+
+    return cli_bench.bench_command(args)
+
+
+def _bench_arguments():
+    from garo_optax._src import cli_bench
+
+    return tuple(_arg(*flags, **kwargs) for flags, kwargs in cli_bench.ARGUMENTS)
+
+
 def _meta_eval(args: argparse.Namespace) -> int:
     from garo_optax._src import cli_meta
 
@@ -101,6 +114,12 @@ def _meta_eval(args: argparse.Namespace) -> int:
 
 COMMANDS: tuple[Command, ...] = (
     Command("list", "list the public optimizers with one-line summaries", _list),
+    Command(
+        "bench",
+        "compare every optimizer on real small tasks (--speed, --claims)",
+        _bench,
+        _bench_arguments(),
+    ),
     Command(
         "meta-train",
         "meta-train a GARO controller from a named config (resumable)",
@@ -184,7 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
+        args.argv = argv[1:]
         return args.run(args)
     except SystemExit as exit_:  # --help, --version and argparse errors
         code = exit_.code

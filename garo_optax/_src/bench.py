@@ -1,0 +1,720 @@
+"""The quality suite of ``garo-optax bench``: tasks x optimizers x seeds.
+
+Every run trains one fixed task (a configuration of a :mod:`garo_optax.meta`
+family drawn once from a fixed key, or set outright) from ``len(seeds)``
+initializations with their own mini-batch streams, all seeds at once
+(``jax.vmap``), for a fixed number of steps inside one jitted ``lax.scan``. The
+learning rate is a traced argument of the compiled run, so the runs of a sweep
+share one compilation. The loss is passed to every optimizer as ``value=``
+(optax transforms that do not take it ignore it).
+
+Reported per task and optimizer (mean and standard deviation over the seeds):
+
+* ``final_loss``: the training loss averaged over the last 10% of steps;
+* ``eval_loss``: the held-out loss at the end (noise-free loss for the noisy
+  quadratic; none for the deterministic quadratic and Rosenbrock);
+* ``steps_to_threshold``: the first step at which the seed-averaged training
+  loss, smoothed by a trailing mean over 5% of the steps, reaches the task's
+  threshold: the final loss of ``adam`` at its default rate when ``adam`` is
+  in the run, else the median final loss of the optimizers run;
+* ``run_s`` and ``compile_s``: wall time of the compiled run (all seeds) and
+  of its compilation.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+import functools
+import itertools
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from garo_optax._src import autosgm as autosgm_lib
+from garo_optax._src import clara as clara_lib
+from garo_optax._src import garo as garo_lib
+from garo_optax._src import pretrained as pretrained_lib
+from garo_optax._src import schedules
+
+# ----------------------------------------------------------------------------
+# The optimizer registry.
+
+Factory = Callable[[jax.Array, int], optax.GradientTransformation]
+"""``factory(learning_rate, num_steps) -> optimizer``; the rate may be traced."""
+
+
+class OptimizerSpec(NamedTuple):
+    """One entry of the optimizer registry.
+
+    Attributes:
+      build: ``build(learning_rate, num_steps) -> optimizer``.
+      default_lr: the rate used without ``--sweep`` (``None``: the optimizer
+        sets its own rate, e.g. GARO, and is never swept).
+      group: ``"optax"``, ``"autosgm"``, ``"clara"`` or ``"garo"``.
+      description: one line for the table's legend.
+      probe: ``probe(opt_state) -> (lr, momentum, weight_decay)`` scalars
+        recorded every step (NaN where not applicable), or ``None``.
+    """
+
+    build: Factory
+    default_lr: float | None
+    group: str
+    description: str
+    probe: Callable[[Any], tuple[jax.Array, jax.Array, jax.Array]] | None = None
+
+
+_NAN = float("nan")
+
+
+def _state_lr(opt_state) -> jax.Array:
+    """The mean over leaves of the state field ``lr`` (CLARA: one scalar)."""
+    found = optax.tree.get_all_with_path(opt_state, "lr")
+    leaves = jax.tree.leaves(found[0][1])
+    return jnp.mean(jnp.stack([jnp.mean(x).astype(jnp.float32) for x in leaves]))
+
+
+def _lr_probe(opt_state):
+    return _state_lr(opt_state), jnp.float32(_NAN), jnp.float32(_NAN)
+
+
+def _garo_probe(opt_state):
+    h = garo_lib.hyperparams(opt_state)
+    return tuple(jnp.mean(h[k]).astype(jnp.float32) for k in ("lr", "mom", "wd"))
+
+
+def _warmup_cosine(learning_rate, num_steps):
+    # optax's schedule branches on a concrete peak, so the (traced) rate
+    # scales a unit-peak schedule.
+    unit = optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=1.0,
+        warmup_steps=max(num_steps // 20, 1),
+        decay_steps=max(num_steps, 2),
+        end_value=0.0,
+    )
+    return optax.adamw(lambda count: learning_rate * unit(count))
+
+
+def _adam_plateau(learning_rate, num_steps):
+    return optax.chain(
+        optax.adam(learning_rate),
+        optax.contrib.reduce_on_plateau(
+            factor=0.5, patience=5, accumulation_size=max(num_steps // 50, 1)
+        ),
+    )
+
+
+def _autosgm_markov_rc(learning_rate, num_steps):
+    window = schedules.window_schedule("raised_cosine", length=max(num_steps, 1))
+    return autosgm_lib.autosgm(learning_rate, numerator="markov", window=window)
+
+
+_NESTEROV_ZERO = 0.9 / 1.9  # AutoSGM's zero for Nesterov at pole 0.9.
+
+
+def _registry() -> dict[str, OptimizerSpec]:
+    o = "optax"
+    return {
+        "sgd": OptimizerSpec(lambda lr, n: optax.sgd(lr), 1e-2, o, "optax.sgd"),
+        "sgd_momentum": OptimizerSpec(
+            lambda lr, n: optax.sgd(lr, momentum=0.9), 1e-2, o, "optax.sgd, m=0.9"
+        ),
+        "nesterov": OptimizerSpec(
+            lambda lr, n: optax.sgd(lr, momentum=0.9, nesterov=True),
+            1e-2,
+            o,
+            "optax.sgd, m=0.9, nesterov",
+        ),
+        "adagrad": OptimizerSpec(
+            lambda lr, n: optax.adagrad(lr), 1e-2, o, "optax.adagrad"
+        ),
+        "rmsprop": OptimizerSpec(
+            lambda lr, n: optax.rmsprop(lr), 1e-3, o, "optax.rmsprop"
+        ),
+        "adam": OptimizerSpec(lambda lr, n: optax.adam(lr), 1e-3, o, "optax.adam"),
+        "adamw": OptimizerSpec(
+            lambda lr, n: optax.adamw(lr), 1e-3, o, "optax.adamw, wd=1e-4"
+        ),
+        "adamax": OptimizerSpec(
+            lambda lr, n: optax.adamax(lr), 2e-3, o, "optax.adamax"
+        ),
+        "nadam": OptimizerSpec(lambda lr, n: optax.nadam(lr), 1e-3, o, "optax.nadam"),
+        "adamw_warmup_cosine": OptimizerSpec(
+            _warmup_cosine,
+            1e-3,
+            o,
+            "optax.adamw, 5% linear warmup, cosine decay to 0",
+        ),
+        "adam_plateau": OptimizerSpec(
+            _adam_plateau,
+            1e-3,
+            o,
+            "optax.adam + contrib.reduce_on_plateau(0.5, patience 5) on value=",
+        ),
+        "autosgm_heavy_ball": OptimizerSpec(
+            lambda lr, n: autosgm_lib.autosgm(
+                lr, pole=0.9, adaptive=False, gain=1.0, debias=False
+            ),
+            1e-2,
+            "autosgm",
+            "autosgm heavy ball (= sgd m=0.9)",
+            _lr_probe,
+        ),
+        "autosgm_nesterov": OptimizerSpec(
+            lambda lr, n: autosgm_lib.autosgm(
+                lr,
+                pole=0.9,
+                zero=_NESTEROV_ZERO,
+                adaptive=False,
+                gain=1.0,
+                debias=False,
+            ),
+            1e-2,
+            "autosgm",
+            "autosgm Nesterov zero 0.9/1.9 (= nesterov)",
+            _lr_probe,
+        ),
+        "autosgm_adam": OptimizerSpec(
+            lambda lr, n: autosgm_lib.autosgm(
+                lr, pole=0.9, b2=0.999, eps=1e-8, eps_in_sqrt=False
+            ),
+            1e-3,
+            "autosgm",
+            "autosgm constant numerator (= adam)",
+            _lr_probe,
+        ),
+        "autosgm_markov_rc": OptimizerSpec(
+            _autosgm_markov_rc,
+            1e-3,
+            "autosgm",
+            "autosgm markov numerator, raised-cosine window over the run",
+            _lr_probe,
+        ),
+        "clara_sgd": OptimizerSpec(
+            lambda lr, n: clara_lib.clara_sgd(lr), 1e-2, "clara", "SGD-CLARA", _lr_probe
+        ),
+        "adam_clara": OptimizerSpec(
+            lambda lr, n: clara_lib.adam_clara(lr),
+            1e-3,
+            "clara",
+            "Adam-CLARA",
+            _lr_probe,
+        ),
+        "adam_clara_global": OptimizerSpec(
+            lambda lr, n: clara_lib.adam_clara_global(lr),
+            1e-3,
+            "clara",
+            "Adam-CLARA seed variant: global",
+            _lr_probe,
+        ),
+        "adam_clara_local": OptimizerSpec(
+            lambda lr, n: clara_lib.adam_clara_local(lr),
+            1e-3,
+            "clara",
+            "Adam-CLARA seed variant: local",
+            _lr_probe,
+        ),
+        "adam_clara_smoothed": OptimizerSpec(
+            lambda lr, n: clara_lib.adam_clara_smoothed(lr),
+            1e-3,
+            "clara",
+            "Adam-CLARA seed variant: smoothed",
+            _lr_probe,
+        ),
+        "garo": OptimizerSpec(
+            lambda lr, n: garo_lib.garo(),
+            None,
+            "garo",
+            "GARO, initial controller",
+            _garo_probe,
+        ),
+        "garo_pretrained": OptimizerSpec(
+            lambda lr, n: garo_lib.garo(pretrained_lib.pretrained()),
+            None,
+            "garo",
+            "GARO, shipped controller garo-v1",
+            _garo_probe,
+        ),
+    }
+
+
+OPTIMIZERS: dict[str, OptimizerSpec] = _registry()
+"""The optimizer registry of ``garo-optax bench``, by name."""
+
+QUICK_OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZERS)
+"""Optimizers of ``--quick`` (all of them: quick trims tasks and steps)."""
+
+# ----------------------------------------------------------------------------
+# The tasks.
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchTask:
+    """A fixed training problem built from a :mod:`garo_optax.meta` family.
+
+    Attributes:
+      name: the task's name.
+      family: ``family() -> TaskFamily``.
+      steps: default number of steps.
+      quick_steps: steps under ``--quick``.
+      description: one line.
+      config: ``config(family, key) -> task config``; default ``family.sample``.
+      fast_compile: compile without XLA's backend optimizations
+        (:data:`FAST_COMPILE`): 1.5-2.5x faster compilation, 2-3x slower steps,
+        the same numbers; for tasks whose runs take less time than compiling.
+    """
+
+    name: str
+    family: Callable[[], Any]
+    steps: int
+    quick_steps: int
+    description: str
+    config: Callable[[Any, jax.Array], Any] | None = None
+    fast_compile: bool = True
+
+    def build(self):
+        """The task's :class:`~garo_optax.meta.Task` (its config fixed)."""
+        return _build_task(self)
+
+
+@functools.cache
+def _build_task(spec: BenchTask):
+    family = spec.family()
+    key = jax.random.PRNGKey(0)
+    config = family.sample(key) if spec.config is None else spec.config(family, key)
+    return family.task(config)
+
+
+FAST_COMPILE = {
+    "xla_backend_optimization_level": 0,
+    "xla_llvm_disable_expensive_passes": True,
+}
+"""XLA compiler options of the tasks with ``fast_compile`` (those of
+``jax_disable_most_optimizations``, given per compilation)."""
+
+
+def compiler_options(task_name: str) -> dict | None:
+    """The compiler options of a task's runs (``None``: XLA's defaults)."""
+    return FAST_COMPILE if TASKS[task_name].fast_compile else None
+
+
+def _quadratic_config(family, key):
+    config = family.sample(key)
+    dim = config["eigenvalues"].shape[0]
+    eigenvalues = jnp.logspace(-3.0, 0.0, dim, dtype=config["eigenvalues"].dtype)
+    return {**config, "eigenvalues": eigenvalues}
+
+
+def _family(name: str, **kwargs):
+    def make():
+        from garo_optax.meta import _families  # the data needs the meta extra
+
+        return _families.FAMILIES[name](**kwargs)
+
+    make.__qualname__ = f"{name}_family"
+    return make
+
+
+def _tasks() -> dict[str, BenchTask]:
+    tasks = (
+        BenchTask(
+            "quadratic",
+            _family("quadratic", dim=20),
+            1000,
+            300,
+            "20-dim quadratic, condition number 1e3, initial loss 1",
+            _quadratic_config,
+        ),
+        BenchTask(
+            "rosenbrock",
+            _family("rosenbrock"),
+            1000,
+            300,
+            "2-dim Rosenbrock from near (-1.5, 2)",
+        ),
+        BenchTask(
+            "noisy_quadratic",
+            _family("noisy_quadratic"),
+            1000,
+            300,
+            "noisy quadratic model, 100 dims, batch 16 (eval: noise-free)",
+        ),
+        BenchTask(
+            "logistic_breast_cancer",
+            _family("logistic_breast_cancer"),
+            1000,
+            300,
+            "logistic regression, breast_cancer, batch 64",
+        ),
+        BenchTask(
+            "mlp_digits",
+            _family(
+                "mlp_digits",
+                min_width=64,
+                max_width=64,
+                min_depth=2,
+                max_depth=2,
+                activations=("relu",),
+            ),
+            1000,
+            300,
+            "MLP 64-64 relu on digits, batch 128",
+        ),
+        BenchTask(
+            "mnist1d_mlp",
+            _family(
+                "mnist1d_mlp",
+                min_width=100,
+                max_width=100,
+                min_depth=2,
+                max_depth=2,
+                activations=("relu",),
+            ),
+            1000,
+            300,
+            "MLP 100-100 relu on MNIST-1D, batch 128",
+        ),
+        BenchTask(
+            "mnist1d_cnn",
+            _family(
+                "mnist1d_cnn", min_channels=32, max_channels=32, activations=("relu",)
+            ),
+            300,
+            100,
+            "1-D CNN, 3 conv layers of 32 channels, on MNIST-1D, batch 128",
+            fast_compile=False,
+        ),
+        BenchTask(
+            "char_transformer",
+            _family("char_transformer"),
+            150,
+            50,
+            "char transformer, 2 layers, d=64, context 64, on the KJV Bible",
+            fast_compile=False,
+        ),
+    )
+    return {t.name: t for t in tasks}
+
+
+TASKS: dict[str, BenchTask] = _tasks()
+"""The tasks of ``garo-optax bench``, by name."""
+
+QUICK_TASKS: tuple[str, ...] = (
+    "quadratic",
+    "rosenbrock",
+    "logistic_breast_cancer",
+    "mlp_digits",
+)
+"""Tasks of ``--quick``."""
+
+SWEEP_FACTORS: tuple[float, ...] = tuple(10.0 ** (k / 2) for k in range(-3, 4))
+"""``--sweep``: the default rate times 10^-1.5, 10^-1, ..., 10^1.5."""
+
+# ----------------------------------------------------------------------------
+# Running.
+
+
+class Run(NamedTuple):
+    """The arrays one compiled run returns (leading axis: seeds)."""
+
+    losses: np.ndarray  # (seeds, steps)
+    probes: np.ndarray  # (seeds, steps, 3): lr, momentum, weight decay
+    eval_loss: np.ndarray  # (seeds,)
+
+
+def _nan_probe(opt_state):
+    del opt_state
+    nan = jnp.float32(_NAN)
+    return nan, nan, nan
+
+
+def make_run(task, build: Factory, num_steps: int, probe=None):
+    """The jitted ``run(keys, hyperparams) -> Run`` of one task and optimizer.
+
+    Args:
+      task: a :class:`~garo_optax.meta.Task`.
+      build: ``build(hyperparams, num_steps) -> optimizer``; for the registry's
+        entries ``hyperparams`` is the learning rate.
+      num_steps: training steps.
+      probe: ``probe(opt_state) -> (lr, momentum, weight_decay)``, or None.
+
+    Returns:
+      The jitted function; ``keys`` has one PRNG key per seed, ``hyperparams``
+      is a pytree of float32 scalars (traced: new values do not recompile).
+    """
+    probe = probe or _nan_probe
+
+    def one(key, hyperparams):
+        k_init, k_batch = jax.random.split(key)
+        tx = optax.with_extra_args_support(build(hyperparams, num_steps))
+        params = task.init(k_init)
+
+        def body(carry, step):
+            params, opt_state = carry
+            batch = task.batch(jax.random.fold_in(k_batch, step), step)
+            loss, grads = jax.value_and_grad(task.loss)(params, batch)
+            updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+            params = optax.apply_updates(params, updates)
+            return (params, opt_state), (loss, jnp.stack(probe(opt_state)))
+
+        steps = jnp.arange(num_steps, dtype=jnp.int32)
+        (params, _), (losses, probes) = jax.lax.scan(
+            body, (params, tx.init(params)), steps
+        )
+        if task.eval_loss is None:
+            return losses, probes, jnp.full([], jnp.nan, jnp.float32)
+        return losses, probes, task.eval_loss(params)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+
+
+def seed_keys(seeds: Sequence[int]) -> jax.Array:
+    """One PRNG key per seed (initialization and batches derive from it)."""
+    return jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+
+
+def _finite(x: np.ndarray) -> np.ndarray:
+    return np.where(np.isfinite(x), x, np.inf)
+
+
+def final_losses(losses: np.ndarray) -> np.ndarray:
+    """Per seed, the mean training loss of the last 10% of steps (inf if not
+    finite)."""
+    tail = max(losses.shape[-1] // 10, 1)
+    return _finite(np.mean(_finite(losses[..., -tail:]), axis=-1))
+
+
+def seed_mean(x: np.ndarray) -> np.ndarray:
+    """The mean over the leading (seed) axis, NaN where no seed is finite."""
+    finite = np.isfinite(x)
+    total = np.sum(np.where(finite, x, 0.0), axis=0)
+    count = np.sum(finite, axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def smooth(curve: np.ndarray) -> np.ndarray:
+    """A trailing mean over 5% of the steps (at least one step)."""
+    width = max(curve.shape[-1] // 20, 1)
+    padded = np.concatenate([np.full(width - 1, curve[0]), curve])
+    return np.convolve(padded, np.ones(width) / width, mode="valid")
+
+
+def steps_to_threshold(curve: np.ndarray, threshold: float) -> int | None:
+    """The first step (1-based) whose smoothed loss is at most ``threshold``."""
+    if not math.isfinite(threshold):
+        return None
+    hits = np.nonzero(smooth(_finite(curve)) <= threshold)[0]
+    return int(hits[0]) + 1 if hits.size else None
+
+
+@dataclasses.dataclass
+class Result:
+    """One optimizer on one task (arrays over seeds; curves seed-averaged)."""
+
+    task: str
+    optimizer: str
+    learning_rate: float  # NaN where the optimizer sets its own rate.
+    final_loss: np.ndarray  # (seeds,)
+    eval_loss: np.ndarray  # (seeds,)
+    curve: np.ndarray  # (steps,): training loss, mean over the seeds.
+    probes: np.ndarray  # (steps, 3): lr, momentum, weight decay, seed mean.
+    run_s: float
+    compile_s: float
+    swept: tuple[tuple[float, float], ...] = ()  # (rate, mean final loss)
+    steps_to_threshold: int | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """Whether any seed ended with a non-finite loss."""
+        return not np.all(np.isfinite(self.final_loss))
+
+    def summary(self) -> dict:
+        """The JSON-able summary (no curves)."""
+        finite = lambda x: float(x) if np.isfinite(x) else None
+        return {
+            "task": self.task,
+            "optimizer": self.optimizer,
+            "learning_rate": finite(self.learning_rate),
+            "final_loss_mean": finite(np.mean(self.final_loss)),
+            "final_loss_std": finite(_std(self.final_loss)),
+            "eval_loss_mean": finite(np.mean(self.eval_loss)),
+            "eval_loss_std": finite(_std(self.eval_loss)),
+            "steps_to_threshold": self.steps_to_threshold,
+            "diverged": self.diverged,
+            "run_s": self.run_s,
+            "compile_s": self.compile_s,
+            "final_loss_per_seed": [finite(x) for x in self.final_loss],
+            "sweep": [[r, finite(v)] for r, v in self.swept],
+        }
+
+
+def _std(x: np.ndarray) -> float:
+    """The standard deviation over seeds, NaN unless every seed is finite."""
+    return float(np.std(x)) if np.all(np.isfinite(x)) else float("nan")
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - start
+
+
+class Prepared(NamedTuple):
+    """A compiled run, ready to execute (see :func:`prepare`)."""
+
+    task: str
+    optimizer: str
+    compiled: Callable
+    keys: jax.Array
+    rates: tuple[float, ...]
+    compile_s: float
+
+
+def prepare(
+    task_name: str,
+    optimizer_name: str,
+    *,
+    seeds: Sequence[int],
+    num_steps: int,
+    sweep: bool = False,
+    learning_rate: float | None = None,
+) -> Prepared:
+    """Compiles the run of one optimizer on one task (safe to call in a thread).
+
+    Args:
+      task_name: a key of :data:`TASKS`.
+      optimizer_name: a key of :data:`OPTIMIZERS`.
+      seeds: the seeds (one vmapped run each).
+      num_steps: training steps.
+      sweep: run every rate of :data:`SWEEP_FACTORS` times the default and keep
+        the best by mean final loss (optimizers with their own rate run once).
+      learning_rate: overrides the default rate (ignored with ``sweep``).
+
+    Returns:
+      A :class:`Prepared` run for :func:`execute`.
+    """
+    task = TASKS[task_name].build()
+    spec = OPTIMIZERS[optimizer_name]
+    run = make_run(task, spec.build, num_steps, spec.probe)
+    keys = seed_keys(seeds)
+    if spec.default_lr is None:
+        rates = (_NAN,)
+    elif sweep:
+        rates = tuple(spec.default_lr * f for f in SWEEP_FACTORS)
+    else:
+        rates = (spec.default_lr if learning_rate is None else learning_rate,)
+    start = time.perf_counter()
+    compiled = run.lower(keys, jnp.float32(rates[0])).compile(
+        compiler_options=compiler_options(task_name)
+    )
+    compile_s = time.perf_counter() - start
+    return Prepared(task_name, optimizer_name, compiled, keys, rates, compile_s)
+
+
+def execute(prepared: Prepared) -> Result:
+    """Runs a :class:`Prepared` run at each of its rates; keeps the best."""
+    outcomes = []
+    for rate in prepared.rates:
+        out, seconds = _timed(prepared.compiled, prepared.keys, jnp.float32(rate))
+        outcomes.append((rate, Run(*jax.device_get(out)), seconds))
+    swept = tuple((r, float(np.mean(final_losses(o.losses)))) for r, o, _ in outcomes)
+    # Best by mean final loss; ties (e.g. every rate diverged) keep the first.
+    best = min(range(len(outcomes)), key=lambda i: swept[i][1])
+    rate, out, seconds = outcomes[best]
+    return Result(
+        task=prepared.task,
+        optimizer=prepared.optimizer,
+        learning_rate=rate,
+        final_loss=final_losses(out.losses),
+        eval_loss=np.asarray(out.eval_loss, np.float64),
+        curve=np.mean(_finite(out.losses), axis=0),
+        probes=seed_mean(out.probes),
+        run_s=seconds,
+        compile_s=prepared.compile_s,
+        swept=swept if len(outcomes) > 1 else (),
+    )
+
+
+def run_one(task_name: str, optimizer_name: str, **kwargs) -> Result:
+    """Compiles and runs one optimizer on one task (arguments of :func:`prepare`).
+
+    Returns:
+      A :class:`Result`.
+    """
+    return execute(prepare(task_name, optimizer_name, **kwargs))
+
+
+def run_many(
+    jobs: Sequence[dict],
+    *,
+    workers: int = 2,
+    on_result: Callable[[Result], None] | None = None,
+) -> list[Result]:
+    """Runs many jobs, compiling up to ``workers`` of them ahead in threads.
+
+    XLA compiles one module on one core, and compilation dominates these small
+    runs, so the next runs compile on the other cores while one executes. The
+    results are those of :func:`run_one` in the order of ``jobs``
+    (``compile_s`` is then the wall time of a compilation that overlapped
+    others).
+
+    Args:
+      jobs: keyword arguments of :func:`prepare`, one dict per run.
+      workers: compilation threads (1: compile and run one after the other).
+      on_result: called with each :class:`Result` as it is ready.
+
+    Returns:
+      The results, in the order of ``jobs``.
+    """
+    for name in dict.fromkeys(job["task_name"] for job in jobs):
+        TASKS[name].build()  # load the data once, outside the threads
+    results = []
+    with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
+        pending = collections.deque()
+        queue = iter(jobs)
+        for job in itertools.islice(queue, max(workers, 1)):
+            pending.append(pool.submit(lambda job=job: prepare(**job)))
+        while pending:
+            prepared = pending.popleft().result()
+            for job in itertools.islice(queue, 1):
+                pending.append(pool.submit(lambda job=job: prepare(**job)))
+            results.append(execute(prepared))
+            if on_result is not None:
+                on_result(results[-1])
+    return results
+
+
+def add_thresholds(results: Sequence[Result]) -> dict[str, float]:
+    """Sets every result's ``steps_to_threshold``; returns the thresholds.
+
+    The threshold of a task is the mean final loss of ``adam`` when it ran,
+    else the median over the optimizers that ran of their mean final loss.
+    """
+    thresholds = {}
+    for task in dict.fromkeys(r.task for r in results):
+        rows = [r for r in results if r.task == task]
+        adam = [r for r in rows if r.optimizer == "adam"]
+        if adam:
+            threshold = float(np.mean(adam[0].final_loss))
+        else:
+            threshold = float(np.median([np.mean(r.final_loss) for r in rows]))
+        thresholds[task] = threshold
+        for r in rows:
+            r.steps_to_threshold = steps_to_threshold(r.curve, threshold)
+    return thresholds
+
+
+def best_per_task(results: Sequence[Result]) -> dict[str, str]:
+    """Task -> the optimizer with the lowest mean final training loss."""
+    best = {}
+    for r in results:
+        score = float(np.mean(r.final_loss))
+        if r.task not in best or score < best[r.task][1]:
+            best[r.task] = (r.optimizer, score)
+    return {task: name for task, (name, _) in best.items()}

@@ -1,0 +1,212 @@
+"""``garo-optax bench --speed``: per-step time of every registered optimizer.
+
+Every optimizer of :data:`garo_optax._src.bench.OPTIMIZERS` (at its default
+rate; schedules over 10,000 steps) runs its jitted, donated step on the
+transformer-shaped trees of :mod:`garo_optax._src.step_time` (1M, 10M and 100M
+parameters), interleaved round-robin in one process together with a jitted
+in-place copy ``a = a + s * c`` that measures the memory bandwidth in the same
+run. Reported per optimizer: the median step time, its ratio to ``optax.adam``
+and to ``optax.sgd`` of the same run, and the fraction of the bandwidth floor
+reached. The floor is the compulsory traffic of one step: read the gradient,
+read and write the parameters and every parameter-sized state array, in the
+dtypes they have (12 bytes per float32 parameter for SGD, 28 for Adam).
+"""
+
+import os
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from garo_optax._src import bench, step_time
+
+SPEED_STEPS = 10_000  # the horizon of schedules (warmup-cosine, windows).
+REFERENCES = ("adam", "sgd")  # timed in every group
+
+
+def floor_bytes_per_param(tx, params) -> float:
+    """Compulsory bytes of one step per parameter.
+
+    Reads of the gradient and the parameters, the write of the parameters, and
+    a read and a write of every optimizer-state array at least as large as the
+    smallest parameter leaf that is not a scalar (per-leaf scalars are noise).
+
+    Args:
+      tx: the optimizer.
+      params: the parameter tree.
+
+    Returns:
+      The bytes per parameter.
+    """
+    leaves = jax.tree.leaves(params)
+    n = sum(x.size for x in leaves)
+    param_bytes = sum(x.size * x.dtype.itemsize for x in leaves)
+    smallest = min((x.size for x in leaves if x.size > 1), default=1)
+    state = jax.tree.leaves(jax.eval_shape(tx.init, params))
+    state_bytes = sum(
+        np.prod(s.shape, dtype=np.int64) * s.dtype.itemsize
+        for s in state
+        if np.prod(s.shape, dtype=np.int64) >= smallest
+    )
+    # g read, p read and written; each state array read and written.
+    return (3 * param_bytes + 2 * state_bytes) / n
+
+
+def with_constant_value(tx) -> optax.GradientTransformation:
+    """``tx`` with ``value=1.0`` passed to every update (reduce-on-plateau and
+    GARO read the loss; the timed step has none)."""
+    tx = optax.with_extra_args_support(tx)
+    value = jnp.float32(1.0)
+    return optax.GradientTransformation(
+        tx.init,
+        lambda updates, state, params=None: tx.update(
+            updates, state, params, value=value
+        ),
+    )
+
+
+def _memory_budget() -> int:
+    """Bytes the optimizers of one round-robin group may hold: 40% of RAM."""
+    try:
+        return int(0.4 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 8 << 30
+
+
+def groups(names, resident_bytes, budget, references=REFERENCES):
+    """Splits ``names`` into round-robin groups that fit in ``budget`` bytes.
+
+    Every group also holds the ``references``, so that each ratio is taken
+    between steps timed in the same rounds.
+
+    Args:
+      names: the optimizers to time.
+      resident_bytes: name -> bytes its parameters copy and state hold.
+      budget: the bytes one group may hold.
+      references: names timed in every group.
+
+    Returns:
+      A list of lists of names, each starting with the references.
+    """
+    fixed = sum(resident_bytes[r] for r in references)
+    out, current, used = [], [], fixed
+    for name in names:
+        if name in references:
+            continue
+        if current and used + resident_bytes[name] > budget:
+            out.append([*references, *current])
+            current, used = [], fixed
+        current.append(name)
+        used += resident_bytes[name]
+    if current or not out:
+        out.append([*references, *current])
+    return out
+
+
+def run_speed(
+    optimizers: Sequence[str],
+    sizes: Sequence[str],
+    *,
+    rounds: int,
+    bandwidth_bytes: int = step_time.BANDWIDTH_BYTES,
+    warmup: int = 2,
+    memory_budget: int | None = None,
+    progress=None,
+) -> dict:
+    """Times ``optimizers`` (names of the bench registry) at every size.
+
+    Where all the optimizers' copies of the parameters and states do not fit in
+    ``memory_budget`` at once (100M parameters), they are timed in groups, each
+    with ``optax.adam`` and ``optax.sgd`` in the same rounds; the ratios are
+    taken within the group.
+
+    Args:
+      optimizers: names of :data:`garo_optax._src.bench.OPTIMIZERS`.
+      sizes: keys of :data:`garo_optax._src.step_time.SIZES`.
+      rounds: timed round-robin rounds.
+      bandwidth_bytes: the size of each array of the bandwidth probe.
+      warmup: untimed calls of every step before the rounds.
+      memory_budget: bytes one group may hold (default: 40% of the RAM).
+      progress: ``progress(i, size)`` after each size, or None.
+
+    Returns:
+      ``{"environment": ..., "sizes": {size: result}}``, each result as
+      :func:`garo_optax._src.step_time.measure` returns it (the references and
+      the bandwidth from the first group), with ``ratio_adam``, ``ratio_sgd``
+      and ``group`` per optimizer.
+    """
+    budget = _memory_budget() if memory_budget is None else memory_budget
+    report = {"environment": step_time.environment(), "sizes": {}}
+    for i, size in enumerate(sizes):
+        d, vocab = step_time.SIZES[size]
+        params = step_time.transformer_params(d, vocab)
+        param_bytes = sum(x.nbytes for x in jax.tree.leaves(params))
+
+        def build(name):
+            spec = bench.OPTIMIZERS[name]
+            return with_constant_value(spec.build(spec.default_lr or 0.0, SPEED_STEPS))
+
+        names = list(dict.fromkeys([*REFERENCES, *optimizers]))
+        resident = {}
+        for name in names:
+            state = jax.eval_shape(build(name).init, params)
+            resident[name] = param_bytes + sum(
+                np.prod(s.shape, dtype=np.int64) * s.dtype.itemsize
+                for s in jax.tree.leaves(state)
+            )
+        merged = None
+        for g, group in enumerate(groups(names, resident, budget - param_bytes)):
+            txs = {name: build(name) for name in group}
+            floors = {n: floor_bytes_per_param(tx, params) for n, tx in txs.items()}
+            result = step_time.measure(
+                txs,
+                params,
+                rounds,
+                bandwidth_bytes=bandwidth_bytes,
+                bytes_per_param=floors,
+                warmup=warmup,
+            )
+            opts = result["optimizers"]
+            for name, entry in opts.items():
+                entry["ratio_adam"] = entry["median_ms"] / opts["adam"]["median_ms"]
+                entry["ratio_sgd"] = entry["median_ms"] / opts["sgd"]["median_ms"]
+                entry["group"] = g
+            if merged is None:
+                merged = result
+            else:
+                for name in group[len(REFERENCES) :]:
+                    merged["optimizers"][name] = opts[name]
+            del txs
+        merged["groups"] = g + 1
+        del params
+        report["sizes"][size] = merged
+        if progress is not None:
+            progress(i + 1, size)
+    return report
+
+
+def format_speed(report: dict) -> str:
+    """The speed table, one block per size."""
+    lines = []
+    for size, result in report["sizes"].items():
+        lines.append(
+            f"{size}: {result['num_params'] / 1e6:.1f}M params, "
+            f"{result['num_leaves']} leaves, {result['rounds']} rounds, "
+            f"{result.get('groups', 1)} group(s), "
+            f"bandwidth {result.get('bandwidth_gbs', float('nan')):.1f} GB/s"
+        )
+        lines.append(
+            f"  {'optimizer':<22} {'median ms':>10} {'/ adam':>7} {'/ sgd':>7} "
+            f"{'floor B/p':>9} {'of floor':>8} {'compile s':>9}"
+        )
+        for name, e in result["optimizers"].items():
+            nan = float("nan")
+            lines.append(
+                f"  {name:<22} {e['median_ms']:>10.2f} {e['ratio_adam']:>7.2f} "
+                f"{e['ratio_sgd']:>7.2f} {e.get('bytes_per_param', nan):>9.1f} "
+                f"{e.get('floor_fraction', nan):>8.2f} {e['compile_s']:>9.2f}"
+            )
+        lines.append("")
+    return "\n".join(lines)

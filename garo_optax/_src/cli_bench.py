@@ -1,0 +1,254 @@
+"""``garo-optax bench``: every optimizer on every task, with a table and plots.
+
+Without a mode flag it runs the quality suite (:mod:`garo_optax._src.bench`)
+and writes, into ``--out``:
+
+* ``bench.txt``: the table also printed to the terminal;
+* ``bench.json``: the summaries, the seed-averaged loss curves and the
+  hyperparameter trajectories;
+* ``bench.csv``: one row per task and optimizer;
+* ``loss_curves.png``: a panel per task;
+* ``hyperparams.png``: the lr, momentum and weight decay of GARO, CLARA and
+  AutoSGM over the steps.
+
+``--speed`` times every optimizer's step instead (``speed.txt``,
+``speed.json``); ``--claims`` runs the originals' experiments
+(``claims.txt``, ``claims.json``, ``claims_*.png``). Bad input ends with a
+one-line error and exit code 1 or 2.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+from garo_optax._src import bench
+from garo_optax._src.progress import ProgressLine
+
+QUICK_SEEDS = 2
+DEFAULT_SEEDS = 3
+
+
+def _check_names(kind: str, names, allowed) -> list[str]:
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise ValueError(
+            f"unknown {kind} {', '.join(map(repr, unknown))}; "
+            f"expected some of: {', '.join(allowed)}"
+        )
+    return list(dict.fromkeys(names))
+
+
+def _out_dir(path: str) -> pathlib.Path:
+    out = pathlib.Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise ValueError(f"--out {str(out)!r} is not writable: {error}") from None
+    return out
+
+
+def _check_dependencies(task_names) -> None:
+    """One-line errors for missing extras, before any long run starts."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ValueError(
+            'the bench plots need matplotlib: pip install "garo_optax[bench]"'
+        ) from None
+    for name in task_names:
+        try:
+            bench.TASKS[name].build()
+        except ImportError as error:
+            raise ValueError(
+                f"task {name!r} needs a missing package ({error}); "
+                'pip install "garo_optax[bench]"'
+            ) from None
+
+
+def _selection(args) -> tuple[list[str], list[str], list[int], dict[str, int]]:
+    if args.steps is not None and args.steps < 1:
+        raise ValueError(f"--steps must be a positive integer, got {args.steps}")
+    if args.seeds is not None and args.seeds < 1:
+        raise ValueError(f"--seeds must be a positive integer, got {args.seeds}")
+    default_tasks = bench.QUICK_TASKS if args.quick else tuple(bench.TASKS)
+    tasks = _check_names("task", args.tasks or default_tasks, tuple(bench.TASKS))
+    optimizers = _check_names(
+        "optimizer", args.optimizers or tuple(bench.OPTIMIZERS), tuple(bench.OPTIMIZERS)
+    )
+    num_seeds = args.seeds or (QUICK_SEEDS if args.quick else DEFAULT_SEEDS)
+    steps = {
+        t: args.steps
+        or (bench.TASKS[t].quick_steps if args.quick else bench.TASKS[t].steps)
+        for t in tasks
+    }
+    return tasks, optimizers, list(range(num_seeds)), steps
+
+
+def _workers() -> int:
+    """Compilation threads: one per core this process may use (at least 1)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _say(args, text: str) -> None:
+    if not args.quiet:
+        print(text, file=sys.stderr, flush=True)
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    """Runs ``garo-optax bench`` (see the module docstring)."""
+    modes = sum(map(bool, (args.speed, args.claims)))
+    if modes > 1:
+        raise ValueError("--speed and --claims are separate runs; pick one")
+    if args.speed:
+        return _speed(args)
+    tasks, optimizers, seeds, steps = _selection(args)
+    out = _out_dir(args.out)
+    if args.claims:
+        return _claims(args, out, tasks, seeds, steps)
+    _check_dependencies(tasks)
+
+    from garo_optax._src import bench_report
+
+    total = len(tasks) * len(optimizers)
+    progress = None if args.quiet else ProgressLine(total, every=max(total // 20, 1))
+    start = time.perf_counter()
+    jobs = [
+        dict(
+            task_name=task,
+            optimizer_name=name,
+            seeds=seeds,
+            num_steps=steps[task],
+            sweep=args.sweep,
+        )
+        for task in tasks
+        for name in optimizers
+    ]
+    done = [0]
+
+    def report(result):
+        done[0] += 1
+        if progress is not None:
+            progress.update(done[0], f"{result.task} {result.optimizer}")
+
+    results = bench.run_many(jobs, workers=_workers(), on_result=report)
+    thresholds = bench.add_thresholds(results)
+    table = bench_report.format_table(results, thresholds)
+    wall = time.perf_counter() - start
+    meta = {
+        "command": "garo-optax bench " + " ".join(args.argv),
+        "seeds": seeds,
+        "steps": steps,
+        "sweep": args.sweep,
+        "wall_s": wall,
+    }
+    print(table)
+    print(f"\nwall time {wall:.0f} s")
+    (out / "bench.txt").write_text(table + f"\n\nwall time {wall:.0f} s\n")
+    bench_report.write_json(out / "bench.json", results, thresholds, meta)
+    bench_report.write_csv(out / "bench.csv", results)
+    bench_report.plot_loss_curves(out / "loss_curves.png", results)
+    written = ["bench.txt", "bench.json", "bench.csv", "loss_curves.png"]
+    if bench_report.plot_hyperparams(out / "hyperparams.png", results):
+        written.append("hyperparams.png")
+    _say(args, f"wrote {', '.join(str(out / w) for w in written)}")
+    return 0
+
+
+def _speed(args) -> int:
+    from garo_optax._src import bench_speed, step_time
+
+    optimizers = _check_names(
+        "optimizer", args.optimizers or tuple(bench.OPTIMIZERS), tuple(bench.OPTIMIZERS)
+    )
+    sizes = _check_names("size", args.sizes, tuple(step_time.SIZES))
+    if args.rounds < 1:
+        raise ValueError(f"--rounds must be a positive integer, got {args.rounds}")
+    out = _out_dir(args.out)
+    progress = None if args.quiet else ProgressLine(len(sizes), every=1)
+    report = bench_speed.run_speed(
+        optimizers,
+        sizes,
+        rounds=args.rounds,
+        progress=None if progress is None else (lambda i, s: progress.update(i, s)),
+    )
+    report["command"] = "garo-optax bench " + " ".join(args.argv)
+    table = bench_speed.format_speed(report)
+    print(table)
+    (out / "speed.txt").write_text(table)
+    (out / "speed.json").write_text(json.dumps(report, indent=1) + "\n")
+    _say(args, f"wrote {out / 'speed.txt'}, {out / 'speed.json'}")
+    return 0
+
+
+def _claims(args, out, tasks, seeds, steps) -> int:
+    from garo_optax._src import bench_claims as claims
+    from garo_optax._src import bench_report
+
+    needed = set(tasks) | set(claims.AUTOSGM_TASKS) | set(claims.CLARA_TASKS)
+    _check_dependencies(sorted(needed))
+    claim_steps = {
+        t: args.steps
+        or (bench.TASKS[t].quick_steps if args.quick else bench.TASKS[t].steps)
+        for t in needed
+    }
+    total = (
+        len(claims.AUTOSGM_TASKS) * len(claims.AUTOSGM_NUMERATORS)
+        + len(claims.CLARA_TASKS) * 2 * len(claims.CLARA_PAIRS)
+        + len(tasks) * len(claims.GARO_OPTIMIZERS)
+    )
+    bar = None if args.quiet else ProgressLine(total, every=1)
+    done = [0]
+
+    def progress(text):
+        done[0] += 1
+        if bar is not None:
+            bar.update(done[0], text)
+
+    autosgm = claims.autosgm_claim(seeds, claim_steps, progress)
+    clara = claims.clara_claim(seeds, claim_steps, progress)
+    garo = claims.garo_claim(tasks, seeds, claim_steps, progress, _workers())
+    thresholds = bench.add_thresholds(garo)
+    text = "\n\n".join(
+        (
+            claims.autosgm_table(autosgm),
+            claims.clara_table(clara),
+            claims.garo_table(garo, thresholds),
+        )
+    )
+    print(text)
+    (out / "claims.txt").write_text(text + "\n")
+    summary = claims.summarize(autosgm, clara, garo)
+    summary["command"] = "garo-optax bench " + " ".join(args.argv)
+    summary["seeds"], summary["steps"] = seeds, claim_steps
+    (out / "claims.json").write_text(json.dumps(summary, indent=1) + "\n")
+    claims.plot_autosgm(out / "claims_autosgm.png", autosgm)
+    claims.plot_clara(out / "claims_clara.png", clara)
+    bench_report.plot_loss_curves(out / "claims_garo.png", garo)
+    _say(args, f"wrote claims.txt, claims.json and claims_*.png in {out}")
+    return 0
+
+
+ARGUMENTS = (
+    (("--quick",), dict(action="store_true", help="4 tasks, short runs, 2 seeds")),
+    (("--tasks",), dict(nargs="+", default=None, help="default: all")),
+    (("--optimizers",), dict(nargs="+", default=None, help="default: all")),
+    (("--seeds",), dict(type=int, default=None, help="seeds per task (default 3)")),
+    (("--steps",), dict(type=int, default=None, help="steps of every task")),
+    (("--sweep",), dict(action="store_true", help="best of a 7-point lr grid")),
+    (("--speed",), dict(action="store_true", help="per-step time vs optax")),
+    (("--sizes",), dict(nargs="+", default=["1M", "10M", "100M"], help="--speed")),
+    (("--rounds",), dict(type=int, default=10, help="--speed rounds (10)")),
+    (("--claims",), dict(action="store_true", help="the originals' experiments")),
+    (("--out",), dict(default="bench-results", help="output folder")),
+    (("--quiet",), dict(action="store_true", help="no progress output")),
+)
+"""The arguments of ``garo-optax bench`` as ``(flags, kwargs)`` pairs."""
