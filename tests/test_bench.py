@@ -13,6 +13,9 @@ import pytest
 import garo_optax
 from garo_optax._src import bench, bench_claims, bench_report, bench_speed, cli
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 QUADRATIC = "quadratic"
 
 

@@ -9,6 +9,9 @@ import types
 import numpy as np
 import pytest
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
 
 

@@ -14,6 +14,9 @@ import pytest
 
 import garo_optax
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def _tree(key, scale=1.0):
     k = jax.random.split(key, 3)

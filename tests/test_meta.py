@@ -5,6 +5,7 @@ so that exact meta-gradients are cheap; the registered families are tested in
 ``test_meta_tasks.py``.
 """
 
+import functools
 import json
 import os
 import pathlib
@@ -22,6 +23,9 @@ import garo_optax
 from garo_optax import meta
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
 def _quadratic_family(dim=1, spread=1.0, name="diag_quadratic"):
@@ -49,7 +53,11 @@ def _controller(hidden_size=4, **kwargs):
     )
 
 
+@pytest.mark.slow
 def test_checkpointed_unroll_equals_plain_unroll():
+    """The checkpointed scan gives the plain scan's value and meta-gradient
+    (float32). Slow: two compilations for one claim that the TBPTT test below
+    also checks, in float64, on a nested checkpointed segment."""
     family = _quadratic_family(dim=3)
     task = family.task(family.sample(jax.random.key(1)))
     theta = _controller()
@@ -78,27 +86,37 @@ def test_unroll_continues_from_a_state():
 
 def test_tbptt_meta_gradient_matches_finite_differences():
     """Truncated backprop through one segment of a carried population equals
-    central finite differences of that segment's meta-loss (float64)."""
+    central finite differences of that segment's meta-loss (float64), with and
+    without rematerialization (the 6 steps run in nested chunks of 2)."""
     with jax.enable_x64(True):
         family = _quadratic_family(dim=1, spread=0.5)
         theta = _controller(hidden_size=3)
         kw = dict(segment_length=6, horizon=12)
-        state = meta.truncated_init(theta, family, jax.random.key(3), 3, **kw)
-        # Advance once so that the segment starts mid-run (non-zero buffers).
-        _, _, state, _ = meta.truncated_step(
-            theta, family, state, jax.random.key(4), **kw
+        state = jax.jit(lambda key: meta.truncated_init(theta, family, key, 3, **kw))(
+            jax.random.key(3)
         )
+        # One compiled segment serves the advance and every evaluation below.
+        step = jax.jit(
+            lambda theta, state, key: meta.truncated_step(
+                theta, family, state, key, **kw
+            )
+        )
+        # Advance once so that the segment starts mid-run (non-zero buffers).
+        _, _, state, _ = step(theta, state, jax.random.key(4))
         state = state._replace(inner=state.inner._replace(step=state.inner.step % 6))
 
-        @jax.jit
         def value_and_grad(theta):
-            value, grad, _, _ = meta.truncated_step(
-                theta, family, state, jax.random.key(5), **kw
-            )
-            return value, grad
+            return step(theta, state, jax.random.key(5))[:2]
 
         value, grad = value_and_grad(theta)
         assert helpers.tree_all_finite(grad)
+        plain = jax.jit(
+            lambda theta: meta.truncated_step(
+                theta, family, state, jax.random.key(5), checkpoint=False, **kw
+            )[:2]
+        )
+        # The same arithmetic, recomputed: equal up to float64 reassociation.
+        helpers.tree_allclose(plain(theta), (value, grad), rtol=1e-10, atol=1e-14)
         eps = 1e-6
         for name, index in (("head_b", (0,)), ("head_w", (0, 1)), ("w_hh", (4, 2))):
             w = getattr(theta, name)
@@ -123,9 +141,9 @@ def test_pes_is_unbiased_across_two_segments():
         theta = _controller(hidden_size=2)
         init_kw = dict(segment_length=K, horizon=8 * K, estimator="pes")
         kw = dict(init_kw, pes_std=std)
-        state = meta.truncated_init(
-            theta, family, jax.random.key(3), population, **init_kw
-        )
+        state = jax.jit(
+            lambda key: meta.truncated_init(theta, family, key, population, **init_kw)
+        )(jax.random.key(3))
         zero_steps = lambda s: s._replace(step=jnp.zeros_like(s.step))
         state = state._replace(
             inner=zero_steps(state.inner), antithetic=zero_steps(state.antithetic)
@@ -134,43 +152,41 @@ def test_pes_is_unbiased_across_two_segments():
         init_key = state.inner.key[0]
         params0 = jax.tree.map(lambda x: x[0], state.inner.params)
 
-        def first_segment(theta, state, key):
-            _, _, state, _ = meta.truncated_step(theta, family, state, key, **kw)
-            return state
-
-        state1 = jax.jit(first_segment)(theta, state, jax.random.key(10))
-
         # The exact gradient of the second segment's loss of an unperturbed run.
         def exact(theta):
             opt = garo_optax.garo(theta)
             state0 = meta.InnerState(
                 None, params0, opt.init(params0), jnp.zeros([], jnp.int32), init_key
             )
-            out = meta.unroll(theta, task, None, 2 * K, state=state0)
+            out = meta.unroll(theta, task, None, 2 * K, state=state0, checkpoint=False)
             return jnp.mean(meta.log_loss(out.losses[K:]))
 
-        want = jax.grad(exact)(theta)
+        want = jax.jit(jax.grad(exact))(theta)
         # 16 independent estimates (sub-populations with their own keys) of the
-        # second segment: their mean and its standard error.
+        # second segment: their mean and its standard error. Both segments run
+        # as sub-populations, so that one compiled function serves the two.
         groups = 16
 
-        def grouped(theta, s1):
-            sub = jax.tree.map(
-                lambda x: x.reshape((groups, x.shape[0] // groups) + x.shape[1:]), s1
-            )
-            keys = jax.random.split(jax.random.key(11), groups)
+        @jax.jit
+        def grouped(theta, sub, key):
+            keys = jax.random.split(key, groups)
             return jax.vmap(
                 lambda s, k: meta.truncated_step(theta, family, s, k, **kw)[1:3]
             )(sub, keys)
 
-        group_grads, state2 = jax.jit(grouped)(theta, state1)
+        sub = jax.tree.map(
+            lambda x: x.reshape((groups, population // groups) + x.shape[1:]), state
+        )
+        _, sub1 = grouped(theta, sub, jax.random.key(10))
+        group_grads, sub2 = grouped(theta, sub1, jax.random.key(11))
         for name, index in (("head_b", (0,)), ("head_b", (1,)), ("head_w", (0, 0))):
             g = np.asarray(getattr(group_grads, name))[(slice(None),) + index]
             mean, stderr = g.mean(), g.std(ddof=1) / np.sqrt(groups)
             target = np.asarray(getattr(want, name))[index]
             assert abs(mean - target) < 4 * stderr, (name, index, mean, target, stderr)
             assert stderr < 0.5 * abs(target), (name, index, stderr, target)
-        assert np.all(np.asarray(state2.inner.step) == 2 * K)
+        assert np.all(np.asarray(sub1.inner.step) == K)
+        assert np.all(np.asarray(sub2.inner.step) == 2 * K)
 
 
 def test_full_meta_gradient_matches_finite_differences():
@@ -192,47 +208,57 @@ def test_full_meta_gradient_matches_finite_differences():
         np.testing.assert_allclose(grad.head_b[0], fd, rtol=1e-5)
 
 
-def test_one_meta_step_lowers_the_meta_loss():
+@functools.cache
+def _meta_training(num_devices=1):
+    """``(family, init, step)`` of one small meta-training run, compiled once
+    for the three tests that use it: 16 inner runs on diagonal quadratics,
+    segments of 5 steps, a horizon of 4 segments."""
     family = _quadratic_family(dim=4, spread=1.5)
     config = meta.MetaConfig(
         families=(family,),
-        population=8,
-        segment_length=20,
+        population=16,
+        segment_length=5,
         horizon=20,
         outer_learning_rate=0.05,
         steps=1,
         hidden_size=8,
+        num_devices=num_devices,
     )
-    init, step = meta.make_meta_train(config)
+    return (family, *meta.make_meta_train(config))
+
+
+def test_one_meta_step_lowers_the_meta_loss():
+    family, init, step = _meta_training()
     state = init()
     theta0 = state.controller
     evaluate = jax.jit(
         lambda t: meta.full_meta_gradient(t, family, jax.random.key(123), 32, 20)[0]
     )
     before = evaluate(theta0)
-    state, metrics = step(state)
+    state, metrics = step(state)  # donates the state: theta0 is evaluated first
     after = evaluate(state.controller)
     assert np.isfinite(metrics["grad_norm"]) and metrics["grad_norm"] > 0
     assert after < before - 1e-3, (before, after)
 
 
 def test_truncated_population_is_desynchronized_and_resets():
-    family = _quadratic_family(dim=2)
-    theta = _controller()
-    kw = dict(segment_length=5, horizon=20)
-    state = meta.truncated_init(theta, family, jax.random.key(0), 16, **kw)
-    steps = np.asarray(state.inner.step)
+    """The population of ``make_meta_train`` (``truncated_init`` and
+    ``truncated_step``) starts at offsets 0, 5, 10, 15 and resets each member
+    when it reaches the horizon."""
+    family, init, step = _meta_training()
+    state = init()
+    inner_steps = lambda state: np.asarray(state.populations[family.name].inner.step)
+    steps = inner_steps(state)
     assert set(steps) <= {0, 5, 10, 15} and len(set(steps)) > 1
-    step = jax.jit(lambda s, k: meta.truncated_step(theta, family, s, k, **kw))
     resets = 0
-    for i in range(5):
-        _, _, state, metrics = step(state, jax.random.key(i))
+    for _ in range(5):
+        state, metrics = step(state)
         resets += int(metrics["resets"])
     # A member resets at the first segment that finds it at the horizon: in 5
     # segments of a 4-segment horizon every member resets exactly once, and
     # has then taken 5 more steps than its offset.
     assert resets == 16
-    np.testing.assert_array_equal(np.asarray(state.inner.step), steps + 5)
+    np.testing.assert_array_equal(inner_steps(state), steps + 5)
 
 
 @pytest.mark.slow
@@ -283,46 +309,35 @@ def test_bad_configs_raise(fields, match):
         meta.check_config(meta.MetaConfig(**fields))
 
 
+# The run of `_meta_training` on 8 host devices, in a fresh process (the device
+# count is fixed when JAX starts); the test compares it with the same run here
+# on one device. Compiling dominates: see the root conftest.py.
 _SHARDING_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    import jax, jax.numpy as jnp, numpy as np
+    import jax, numpy as np
     from garo_optax import meta
 
-    def family():
-        def sample(key):
-            u = jax.random.uniform(key, (3,), minval=-1.0, maxval=1.0)
-            return {"h": jnp.exp(u)}
-        def task(c):
-            return meta.Task(
-                init=lambda key: jnp.ones(3) + 0.1 * jax.random.normal(key, (3,)),
-                loss=lambda p, b: 0.5 * jnp.sum(c["h"] * p**2),
-                batch=lambda key, step: None,
-            )
-        return meta.TaskFamily("q", sample, task)
+    sys.path.insert(0, sys.argv[1])
+    from test_meta import _meta_training
 
     assert len(jax.devices()) == 8, jax.devices()
-    out = {}
-    for devices in (1, 8):
-        config = meta.MetaConfig(
-            families=(family(),), population=8, segment_length=5, horizon=10,
-            steps=3, hidden_size=4, num_devices=devices, outer_learning_rate=0.01,
-        )
-        init, step = meta.make_meta_train(config)
-        state = init()
-        pop = state.populations["q"].inner.params
-        shards = len(pop.sharding.device_set)
-        for _ in range(3):
-            state, metrics = step(state)
-        out[devices] = {
-            "shards": shards,
-            "after": len(state.populations["q"].inner.params.sharding.device_set),
-            "controller": [np.asarray(x).tolist() for x in state.controller],
-            "meta_loss": float(metrics["meta_loss"]),
-        }
+    family, init, step = _meta_training(num_devices=8)
+    state = init()
+    shards = len(state.populations[family.name].inner.params.sharding.device_set)
+    for _ in range(3):
+        state, metrics = step(state)
+    params = state.populations[family.name].inner.params
+    out = {
+        "shards": shards,
+        "after": len(params.sharding.device_set),
+        "controller": [np.ravel(x).tolist() for x in state.controller],
+        "meta_loss": float(metrics["meta_loss"]),
+    }
     try:
-        meta.check_config(meta.MetaConfig(families=(family(),), population=6,
-                                          num_devices=4))
+        meta.check_config(
+            meta.MetaConfig(families=(family,), population=6, num_devices=4)
+        )
         out["error"] = None
     except ValueError as e:
         out["error"] = str(e)
@@ -332,10 +347,14 @@ _SHARDING_SCRIPT = textwrap.dedent(
 
 
 def test_population_sharded_over_8_host_devices_matches_one_device():
+    """Three meta-steps (resets included: the members at offsets 10 and 15
+    reach the horizon) with the population split over 8 devices equal the
+    same steps on one device."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
     env["PYTHONPATH"] = str(REPO)
     result = subprocess.run(
-        [sys.executable, "-c", _SHARDING_SCRIPT],
+        [sys.executable, "-c", _SHARDING_SCRIPT, str(REPO / "tests")],
         capture_output=True,
         text=True,
         env=env,
@@ -343,9 +362,13 @@ def test_population_sharded_over_8_host_devices_matches_one_device():
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["1"]["shards"] == 1 and out["8"]["shards"] == 8
-    assert out["8"]["after"] == 8
-    for a, b in zip(out["1"]["controller"], out["8"]["controller"]):
-        np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-7)
-    np.testing.assert_allclose(out["1"]["meta_loss"], out["8"]["meta_loss"], rtol=1e-5)
+    family, init, step = _meta_training()
+    state = init()
+    assert len(state.populations[family.name].inner.params.sharding.device_set) == 1
+    for _ in range(3):
+        state, metrics = step(state)
+    assert out["shards"] == 8 and out["after"] == 8
+    for a, b in zip(state.controller, out["controller"]):
+        np.testing.assert_allclose(np.ravel(a), b, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(metrics["meta_loss"], out["meta_loss"], rtol=1e-5)
     assert "divisible" in out["error"] and "population=6" in out["error"]

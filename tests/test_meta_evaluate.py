@@ -14,6 +14,9 @@ from garo_optax import meta
 from garo_optax._src import cli
 from garo_optax.meta import _evaluate
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def _family():
     def sample(key):

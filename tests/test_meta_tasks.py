@@ -19,6 +19,9 @@ import pytest
 
 from garo_optax.meta import _families
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 NAMES = sorted(_families.FAMILIES)
 POPULATION = 3
 DETERMINISTIC = {"quadratic", "rosenbrock"}
