@@ -23,6 +23,9 @@ from reference import problems
 
 import garo_optax
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 # ----------------------------------------------------------------------------------
 # (a) The reference against the spec's test vectors (section 11, version D)
 # ----------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ import pytest
 
 import garo_optax
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 C = 0.2
 MU_SGD = C / (2 - C)
 MU_ADAM = garo_optax.adam_clara_reference(C, 0.9)

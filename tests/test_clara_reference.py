@@ -19,6 +19,9 @@ from reference import problems
 
 import garo_optax
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 STEPS = 50
 RTOL = 1e-9
 ATOL = 1e-12

@@ -11,6 +11,9 @@ import pytest
 import garo_optax
 from garo_optax._src import cli
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 

@@ -36,6 +36,9 @@ import pytest
 
 import garo_optax
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 @dataclasses.dataclass(frozen=True)
 class Entry:

@@ -15,6 +15,9 @@ import pytest
 import garo_optax
 from garo_optax._src import controller as ctl
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))

@@ -12,6 +12,9 @@ import pytest
 
 import garo_optax
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 BETAS = (0.0, 0.3, 0.5, 0.9, 0.99)
 
 

@@ -14,6 +14,9 @@ import pytest
 import garo_optax
 from garo_optax._src import cli
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 PYPROJECT = tomllib.loads(
     (pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
 )

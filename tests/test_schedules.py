@@ -18,6 +18,9 @@ import pytest
 
 import garo_optax
 
+# Compiling dominates these tests; see the root conftest.py.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 L10 = 10
 COUNTS = np.arange(12)  # steps t = 1 .. 12
 

@@ -71,8 +71,15 @@ def fused_sums(*terms: jax.Array, dtype) -> tuple[jax.Array, ...]:
     if terms[0].ndim == 0:
         return terms
     zeros = tuple(jnp.zeros([], dtype) for _ in terms)
-    add = lambda a, b: tuple(x + y for x, y in zip(a, b))
-    return tuple(jax.lax.reduce(terms, zeros, add, tuple(range(terms[0].ndim))))
+    dims = tuple(range(terms[0].ndim))
+    return tuple(jax.lax.reduce(terms, zeros, _add_elementwise, dims))
+
+
+def _add_elementwise(a: tuple, b: tuple) -> tuple:
+    # One module-level reducer: `lax.reduce` caches its computation by the
+    # function's identity, so a fresh lambda per call recompiled every
+    # un-jitted update.
+    return tuple(x + y for x, y in zip(a, b))
 
 
 def as_schedule(
