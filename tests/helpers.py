@@ -4,8 +4,12 @@ Written here rather than imported from ``optax._src.test_utils`` (private).
 """
 
 import contextlib
+import importlib.util
 import logging
+import pathlib
 import re
+import sys
+import types
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -136,3 +140,16 @@ def _rosenbrock(x: jax.Array, a: float = 1.0, b: float = 100.0) -> jax.Array:
 PARABOLA = Problem("parabola", _parabola, (1.0, -1.0, 1.0), (-1.0, 10.0, 1.0))
 ROSENBROCK = Problem("rosenbrock", _rosenbrock, (1.0, 1.0), (0.0, 0.0))
 PROBLEMS = (PARABOLA, ROSENBROCK)
+
+
+EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+
+
+def load_example(name: str) -> types.ModuleType:
+    """Imports ``examples/<name>.py`` by path (examples are not a package)."""
+    path = EXAMPLES / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,28 +1,16 @@
 """Smoke tests of the example scripts: each ``main(steps=...)`` runs briefly."""
 
-import importlib.util
 import math
 import pathlib
-import sys
-import types
 
+import helpers
 import numpy as np
 import pytest
 
 # Compiling dominates these tests; see the root conftest.py.
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-
-
-def load_example(name: str) -> types.ModuleType:
-    """Imports ``examples/<name>.py`` by path (examples are not a package)."""
-    path = EXAMPLES / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+load_example = helpers.load_example
 
 
 def test_quickstart_trains_and_adapts_lr(capsys):
@@ -163,7 +151,6 @@ def test_linen_garo_trains_and_passes_the_loss_to_garo():
 
 def test_autosgm_chain_clips_then_windows_the_rate():
     pytest.importorskip("sklearn")
-    import helpers
     import jax
     import optax
 

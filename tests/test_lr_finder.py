@@ -4,11 +4,9 @@ Every run here is short (at most 100 steps of a tiny problem): the cost is the
 compilation, one per ``lr_finder`` call.
 """
 
-import importlib.util
 import math
 import pathlib
 import sys
-import types
 
 import helpers
 import jax
@@ -20,17 +18,7 @@ import pytest
 import garo_optax
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-
-
-def load_example(name: str) -> types.ModuleType:
-    """Imports ``examples/<name>.py`` by path (examples are not a package)."""
-    path = EXAMPLES / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+load_example = helpers.load_example
 
 
 def noisy_quadratic(curvature: float, sigma: float, num_steps: int = 100, dim=10):
