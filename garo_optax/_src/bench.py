@@ -247,9 +247,6 @@ def _registry() -> dict[str, OptimizerSpec]:
 OPTIMIZERS: dict[str, OptimizerSpec] = _registry()
 """The optimizer registry of ``garo-optax bench``, by name."""
 
-QUICK_OPTIMIZERS: tuple[str, ...] = tuple(OPTIMIZERS)
-"""Optimizers of ``--quick`` (all of them: quick trims tasks and steps)."""
-
 # ----------------------------------------------------------------------------
 # The tasks.
 
