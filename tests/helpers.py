@@ -143,13 +143,26 @@ PROBLEMS = (PARABOLA, ROSENBROCK)
 
 
 EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def load_example(name: str) -> types.ModuleType:
-    """Imports ``examples/<name>.py`` by path (examples are not a package)."""
-    path = EXAMPLES / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"examples_{name}", path)
+def load_script(path: pathlib.Path, module_name: str) -> types.ModuleType:
+    """Imports the script at ``path`` as the module ``module_name``.
+
+    Registered in ``sys.modules`` first, so that its dataclasses resolve.
+    """
+    spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_example(name: str) -> types.ModuleType:
+    """Imports ``examples/<name>.py`` by path (examples are not a package)."""
+    return load_script(EXAMPLES / f"{name}.py", f"examples_{name}")
+
+
+def load_benchmark(name: str) -> types.ModuleType:
+    """Imports ``benchmarks/<name>.py`` by path (benchmarks are not a package)."""
+    return load_script(BENCHMARKS / f"{name}.py", f"benchmarks_{name}")

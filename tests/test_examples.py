@@ -1,7 +1,13 @@
 """Smoke tests of the example scripts: each ``main(steps=...)`` runs briefly."""
 
+import functools
+import json
 import math
+import os
 import pathlib
+import socket
+import subprocess
+import sys
 
 import helpers
 import numpy as np
@@ -315,3 +321,125 @@ def test_meta_train_small_returns_a_trained_controller(tmp_path):
     reloaded = meta.load_controller(out)
     for a, b in zip(jax.tree.leaves(reloaded), leaves):
         np.testing.assert_array_equal(a, b)
+
+
+# Runs examples/multihost.py's main() in fresh processes: the device count is
+# fixed when JAX starts, and jax.distributed.initialize must come before any
+# other JAX call, so neither can happen inside the test process. Each process
+# trains with both optimizers (one JAX start-up).
+_MULTIHOST_DRIVER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import helpers
+main = helpers.load_example("multihost").main
+kwargs = json.loads(sys.argv[2])
+losses = {name: main(optimizer=name, **kwargs).tolist() for name in sys.argv[3:]}
+print("LOSSES", json.dumps(losses))
+"""
+_MULTIHOST_STEPS = 20
+_MULTIHOST_OPTIMIZERS = ("garo", "adam_clara")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@functools.cache
+def _run_multihost(num_processes: int, devices_per_process: int):
+    """Per process: its output and ``{optimizer: loss history}``."""
+    flags = [
+        f
+        for f in os.environ.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
+    flags.append(f"--xla_force_host_platform_device_count={devices_per_process}")
+    env = dict(
+        os.environ,
+        XLA_FLAGS=" ".join(flags),
+        JAX_PLATFORMS="cpu",
+        JAX_DISABLE_MOST_OPTIMIZATIONS="1",
+        PYTHONPATH=os.pathsep.join(
+            [
+                str(helpers.EXAMPLES.parent),
+                *filter(None, [os.environ.get("PYTHONPATH")]),
+            ]
+        ),
+    )
+    address = f"127.0.0.1:{_free_port()}" if num_processes > 1 else None
+    tests = str(pathlib.Path(__file__).resolve().parent)
+    procs = []
+    try:
+        for i in range(num_processes):
+            kwargs = dict(
+                steps=_MULTIHOST_STEPS,
+                coordinator_address=address,
+                num_processes=num_processes,
+                process_id=i,
+            )
+            command = [
+                sys.executable,
+                "-c",
+                _MULTIHOST_DRIVER,
+                tests,
+                json.dumps(kwargs),
+                *_MULTIHOST_OPTIMIZERS,
+            ]
+            procs.append(
+                subprocess.Popen(
+                    command,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
+            )
+        outputs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    runs = []
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+        line = [line for line in out.splitlines() if line.startswith("LOSSES ")][-1]
+        losses = json.loads(line.removeprefix("LOSSES "))
+        runs.append((out, {k: np.asarray(v) for k, v in losses.items()}))
+    return runs
+
+
+def test_multihost_on_four_devices_equals_one_device(capsys):
+    """One process, a 2 x 2 mesh: the losses of one device, and they fall."""
+    import jax
+
+    module = load_example("multihost")
+    ((output, four),) = _run_multihost(1, 4)
+    assert "4 devices, mesh {'data': 2, 'model': 2}" in output
+    for optimizer in _MULTIHOST_OPTIMIZERS:
+        one = module.main(
+            steps=_MULTIHOST_STEPS, optimizer=optimizer, devices=jax.devices()[:1]
+        )
+        assert one.shape == (_MULTIHOST_STEPS,) and np.all(np.isfinite(one))
+        assert one[-5:].mean() < 0.8 * one[:5].mean(), optimizer
+        np.testing.assert_allclose(
+            four[optimizer], one, rtol=1e-5, atol=1e-6, err_msg=optimizer
+        )
+    assert "1 devices, mesh {'data': 1, 'model': 1}" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_multihost_two_processes_equal_one_process():
+    """Two processes of two CPU devices each (gloo collectives): both report the
+    losses of one process with four devices; only process 0 prints."""
+    (out0, first), (out1, second) = _run_multihost(2, 2)
+    ((_, four),) = _run_multihost(1, 4)
+    for optimizer in _MULTIHOST_OPTIMIZERS:
+        np.testing.assert_array_equal(first[optimizer], second[optimizer])
+        np.testing.assert_allclose(
+            first[optimizer], four[optimizer], rtol=1e-5, atol=1e-6
+        )
+        assert first[optimizer][-5:].mean() < 0.8 * first[optimizer][:5].mean()
+    assert "2 process(es), 4 devices" in out0 and "step" in out0
+    assert "step" not in out1

@@ -238,7 +238,7 @@ def scale_by_autosgm(
         sdt = numerics.scalar_dtype(params)
 
         def zeros(dtype=None):
-            return jax.tree.map(lambda p: jnp.zeros(p.shape, dtype or p.dtype), params)
+            return jax.tree.map(lambda p: jnp.zeros_like(p, dtype or p.dtype), params)
 
         def scalars():
             return jax.tree.map(lambda p: jnp.zeros([], sdt), params)
@@ -249,13 +249,13 @@ def scale_by_autosgm(
             if numerator not in names:
                 return None
             return jax.tree.map(
-                lambda p: jnp.zeros(p.shape, numerics.widest_float(p.dtype)), params
+                lambda p: jnp.zeros_like(p, numerics.widest_float(p.dtype)), params
             )
 
         def clip_state():  # in the step's compute dtype, which its sum reads
             def clip(p):
                 dtypes = (p.dtype, mu_dtype or p.dtype)
-                return jnp.zeros(p.shape, numerics.widest_float(*dtypes))
+                return jnp.zeros_like(p, numerics.widest_float(*dtypes))
 
             return jax.tree.map(clip, params)
 

@@ -40,7 +40,9 @@ def scalar_dtype(tree) -> jnp.dtype:
 def squared_norm(x: jax.Array, dtype) -> jax.Array:
     """Squared Euclidean norm of one array, accumulated in `dtype`.
 
-    `jnp.vdot` lowers to a single dot-product reduction that reads `x` once.
+    XLA fuses the cast and the square into the reduction, which reads `x` once.
+    Not `jnp.vdot`: under an explicit-sharding mesh a dot whose contracting
+    dimensions are sharded needs an output sharding, which a sum does not.
 
     Args:
       x: an array of any shape.
@@ -49,7 +51,7 @@ def squared_norm(x: jax.Array, dtype) -> jax.Array:
     Returns:
       A scalar of dtype `dtype`.
     """
-    return jnp.vdot(x, x, preferred_element_type=dtype).astype(dtype)
+    return jnp.sum(jnp.square(x.astype(dtype)))
 
 
 def fused_sums(*terms: jax.Array, dtype) -> tuple[jax.Array, ...]:

@@ -567,8 +567,14 @@ def _is_population_leaf(x) -> bool:
 def population_sharding(num_devices: int | None):
     """A 1-D mesh over the first ``num_devices`` devices, axis ``"population"``.
 
+    The devices are the first of :func:`jax.devices`, the global list (process
+    0's first). With several processes (:func:`jax.distributed.initialize`),
+    pass ``None``: a mesh that leaves out a process's devices gives that
+    process arrays it cannot read.
+
     Args:
-      num_devices: how many devices split the population (``None``: all).
+      num_devices: how many devices split the population (``None``: all, of
+        every process).
 
     Returns:
       ``(mesh, sharded, replicated)``: the mesh and the
@@ -611,7 +617,14 @@ class MetaConfig(NamedTuple):
       pes_std: the PES perturbation scale (> 0).
       meta_loss: ``"mean_log_loss"`` or ``"final_eval_loss"``.
       num_devices: devices that split the population (``None``: all); the
-        population must be divisible by it.
+        population must be divisible by it. Multi-host meta-training (one
+        process per host, after :func:`jax.distributed.initialize`, every
+        process running the same :func:`meta_train`) needs ``None``: the
+        mesh takes the first ``num_devices`` of the *global*
+        :func:`jax.devices`, so the default 1 places the whole run on process
+        0's first device, and every other process fails reading its step
+        ("Fetching value for `jax.Array` that spans non-addressable (non
+        process local) devices is not possible").
       seed: the seed of the controller's meta-initialization and of the run.
       granularity: the inner GARO's granularity.
       lagged: the inner GARO's ordering.
