@@ -267,8 +267,9 @@ def window_schedule(
         (``inseq=0``); ``"kronecker"`` at sorted golden-ratio points
         (``inseq=1``).
       normalization: how ``"late_logistic"`` is normalized: ``"original"``
-        reproduces the original's constants, ``"exact"`` makes it fall from 1
-        to the floor. Other shapes ignore it.
+        reproduces the original's constants (the window then starts above 1:
+        at 1.198 for ``order=2``, up to 1.375 as the order tends to 0),
+        ``"exact"`` makes it fall from 1 to the floor. Other shapes ignore it.
 
     Returns:
       An :class:`optax.Schedule`: a function of the 0-based step count returning

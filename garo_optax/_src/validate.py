@@ -5,9 +5,12 @@ passes in, possibly traced under `jit`) and schedules are never inspected, so
 validation can not break hyperparameter injection.
 """
 
+import math
 import numbers
 from collections.abc import Collection
 from typing import Any
+
+import numpy as np
 
 
 def _is_concrete_number(value: Any) -> bool:
@@ -38,12 +41,23 @@ def check_interval(
     """
     if not _is_concrete_number(value):
         return
-    too_low = low is not None and (value < low if low_closed else value <= low)
-    too_high = high is not None and (value > high if high_closed else value >= high)
-    if too_low or too_high or value != value:  # value != value: NaN
-        left = "(-inf" if low is None else ("[" if low_closed else "(") + f"{low:g}"
-        right = "inf)" if high is None else f"{high:g}" + ("]" if high_closed else ")")
-        raise ValueError(f"{name} must be in {left}, {right}, got {value!r}")
+    if not math.isfinite(value):
+        _out_of_interval(name, value, low, high, low_closed, high_closed)
+    # Open bounds are also checked in float32, the dtype the value is used in:
+    # 1 - 1e-9 rounds to 1 there, and 1e-50 to 0.
+    single = float(np.float32(value))
+    for x in (value, single):
+        too_low = low is not None and (x < low if low_closed else x <= low)
+        too_high = high is not None and (x > high if high_closed else x >= high)
+        if too_low or too_high:
+            note = "" if x == value else f" (it is {single!r} in float32)"
+            _out_of_interval(name, value, low, high, low_closed, high_closed, note)
+
+
+def _out_of_interval(name, value, low, high, low_closed, high_closed, note=""):
+    left = "(-inf" if low is None else ("[" if low_closed else "(") + f"{low:g}"
+    right = "inf)" if high is None else f"{high:g}" + ("]" if high_closed else ")")
+    raise ValueError(f"{name} must be in {left}, {right}, got {value!r}{note}")
 
 
 def check_positive(name: str, value: Any) -> None:

@@ -83,10 +83,22 @@ def _flat_nonempty(tree) -> dict[str, Any]:
     return {str(i): x for i, x in enumerate(leaves) if np.size(x) > 0}
 
 
+def _empty_like(x) -> jax.Array:
+    """A zero-size array of ``x``'s shape and dtype, placed as ``x`` is.
+
+    With ``x``'s sharding (when it has one) the rebuilt leaf is committed like
+    the restored ones, so the jitted step reuses its program on the restored
+    state instead of compiling another.
+    """
+    zeros = jax.numpy.zeros(x.shape, x.dtype)
+    sharding = getattr(x, "sharding", None)
+    return zeros if sharding is None else jax.device_put(zeros, sharding)
+
+
 def _unflatten_like(like, stored: dict[str, Any]):
     leaves, treedef = jax.tree.flatten(like)
     rebuilt = [
-        stored[str(i)] if str(i) in stored else jax.numpy.zeros(x.shape, x.dtype)
+        stored[str(i)] if str(i) in stored else _empty_like(x)
         for i, x in enumerate(leaves)
     ]
     return jax.tree.unflatten(treedef, rebuilt)
@@ -137,7 +149,8 @@ class Checkpointer:
 
         Args:
           like: a state of the same structure (e.g. ``init()`` of the run), or
-            its ``jax.ShapeDtypeStruct`` tree.
+            its ``jax.ShapeDtypeStruct`` tree; the restored arrays take its
+            shardings.
           step: the step to restore.
 
         Returns:
