@@ -161,3 +161,15 @@ def test_shipped_controller_loads_and_trains():
 
     losses = train(jnp.ones(3))
     assert np.all(np.isfinite(losses)) and losses[-1] < 1e-2 * losses[0]
+
+
+def test_only_process_zero_writes_a_controller(tmp_path, monkeypatch):
+    theta = garo_optax.init_controller(jax.random.PRNGKey(1), hidden_size=2)
+    monkeypatch.setattr(jax, "process_index", lambda: 1)
+    meta.save_controller(tmp_path / "other.npz", theta)
+    assert not (tmp_path / "other.npz").exists()
+    monkeypatch.setattr(jax, "process_index", lambda: 0)
+    meta.save_controller(tmp_path / "first.npz", theta)
+    loaded = meta.load_controller(tmp_path / "first.npz")
+    for a, b in zip(loaded, theta):
+        np.testing.assert_array_equal(a, b)

@@ -40,13 +40,28 @@ def log_uniform(low, high):
 
 LR = log_uniform(1e-4, 0.05)
 UNIT_OPEN = st.floats(0.0, 0.999)  # [0, 1)
-C = st.floats(0.01, 1.0)
-# The rate grows by up to e^(8 d) per step on consistent gradients (clara.md
-# test vector 7): d = 1e-3 is the published value; d ~ 1 diverges within 50
-# steps on these quadratics, by design. The seed variants default to d = 1 but
-# normalise their step.
-DAMPING = log_uniform(1e-4, 0.1)
-SEED_DAMPING = log_uniform(1e-3, 1.0)
+# CLARA's rate changes by up to exp(d (1/mu - 1)) ~ exp(2 d / c) per step
+# (clara.md: e^(8 d) for c = 0.2). The valid domain keeps that change below
+# e^0.2 per step with unit steps and e^0.02 with raw ones, whose iterates
+# diverge once the rate passes 2 / curvature: past it, the rate runs away by
+# design (d = 1e-3 is the published value). The seed variants divide by d
+# instead (exp(c / (2 d) ...), default d = 1): there c / (2 d) <= 0.5.
+
+
+@st.composite
+def clara_rates(draw, seed=False, unit_step=None):
+    """(c, damping, unit_step) in CLARA's stable domain."""
+    c = draw(st.floats(0.01, 1.0))
+    if seed:
+        return {"c": c, "damping": draw(log_uniform(max(c, 0.3), 10.0))}
+    unit = draw(st.booleans()) if unit_step is None else unit_step
+    limit = (0.2 if unit else 0.02) * c / 2
+    out = {"c": c, "damping": draw(log_uniform(1e-5, limit))}
+    if unit_step is None:
+        out["unit_step"] = unit
+    return out
+
+
 EPS = st.one_of(st.just(1e-8), log_uniform(1e-12, 1e-3))
 WD = st.one_of(st.just(0.0), log_uniform(1e-6, 1e-1))
 BAD_FLOATS = st.sampled_from([math.nan, math.inf, -math.inf])
@@ -87,7 +102,10 @@ def window_strategy():
         st.floats(0.1, 1.0),
         st.builds(
             lambda shape, length, floor: garo_optax.window_schedule(
-                shape, length=length, floor=floor
+                shape,
+                length=length,
+                floor=floor,
+                order=0.5 if shape == "exponential" else 2.0,
             ),
             shapes,
             st.integers(2, 200),
@@ -99,15 +117,19 @@ def window_strategy():
 class Spec:
     """A constructor: valid kwargs, invalid values per argument, extras."""
 
-    def __init__(self, factory, valid, invalid, *, needs_value=False, build=None):
+    def __init__(
+        self, factory, valid, invalid, *, needs_value=False, build=None, rates=None
+    ):
         self.factory = factory
         self.valid = st.fixed_dictionaries(valid)
+        if rates is not None:  # CLARA's (c, damping[, unit_step]), drawn jointly
+            self.valid = st.builds(lambda a, b: {**a, **b}, self.valid, rates)
         self.invalid = invalid
         self.needs_value = needs_value
         self.build = build or (lambda kwargs: factory(**kwargs))
 
 
-CLARA_COMMON = dict(c=C, damping=DAMPING, adapt=st.booleans())
+CLARA_COMMON = dict(adapt=st.booleans())
 CLARA_BAD = dict(
     learning_rate=not_positive(),
     c=st.one_of(not_positive(), above(1.0)),
@@ -118,7 +140,7 @@ ADAM_BAD = dict(b1=outside_unit(), b2=outside_unit(), eps=below(0.0))
 SEED_VALID = dict(
     learning_rate=LR,
     **ADAM_COMMON,
-    **{**CLARA_COMMON, "damping": SEED_DAMPING},
+    **CLARA_COMMON,
     weight_decay=WD,
     version=st.sampled_from([1, 2]),
     faithful=st.booleans(),
@@ -207,7 +229,6 @@ SPECS = {
         dict(
             learning_rate=LR,
             **CLARA_COMMON,
-            unit_step=st.booleans(),
             normalize=st.sampled_from(["per_tensor", "global"]),
             mu=st.one_of(st.none(), st.floats(0.1, 10.0)),
         ),
@@ -216,17 +237,18 @@ SPECS = {
             normalize=bad_choice(("per_tensor", "global")),
             mu=not_positive(),
         ),
+        rates=clara_rates(),
     ),
     "scale_by_clara": Spec(
         garo_optax.scale_by_clara,
         dict(
             learning_rate=LR,
             **CLARA_COMMON,
-            unit_step=st.booleans(),
             normalize=st.sampled_from(["per_tensor", "global"]),
             path_dtype=st.sampled_from([None, jnp.float32, jnp.bfloat16]),
         ),
         dict(**CLARA_BAD, normalize=bad_choice(("per_tensor", "global"))),
+        rates=clara_rates(),
         build=lambda kw: optax.chain(
             garo_optax.scale_by_clara(**kw), optax.scale_by_learning_rate(1.0)
         ),
@@ -237,15 +259,24 @@ SPECS = {
             learning_rate=LR,
             **ADAM_COMMON,
             **CLARA_COMMON,
-            unit_step=st.booleans(),
             weight_decay=WD,
             mu_dtype=st.sampled_from([None, jnp.float32, jnp.bfloat16]),
         ),
         dict(**CLARA_BAD, **ADAM_BAD, weight_decay=below(0.0)),
+        rates=clara_rates(),
     ),
-    "adam_clara_global": Spec(garo_optax.adam_clara_global, SEED_VALID, SEED_BAD),
-    "adam_clara_local": Spec(garo_optax.adam_clara_local, SEED_VALID, SEED_BAD),
-    "adam_clara_smoothed": Spec(garo_optax.adam_clara_smoothed, SEED_VALID, SEED_BAD),
+    "adam_clara_global": Spec(
+        garo_optax.adam_clara_global, SEED_VALID, SEED_BAD, rates=clara_rates(seed=True)
+    ),
+    "adam_clara_local": Spec(
+        garo_optax.adam_clara_local, SEED_VALID, SEED_BAD, rates=clara_rates(seed=True)
+    ),
+    "adam_clara_smoothed": Spec(
+        garo_optax.adam_clara_smoothed,
+        SEED_VALID,
+        SEED_BAD,
+        rates=clara_rates(seed=True),
+    ),
     "autosgm": Spec(garo_optax.autosgm, AUTOSGM_VALID, AUTOSGM_BAD),
     "scale_by_autosgm": Spec(
         garo_optax.scale_by_autosgm,

@@ -631,6 +631,11 @@ def autosgm(
       non-constant ``numerator`` with ``adaptive=False`` raises ``ValueError``
       (:func:`from_asgm_config` keeps the original's behaviour).
 
+    A non-finite gradient is not skipped: it reaches the moments and the
+    numerator states, as in :func:`optax.adam`, and that step's update is
+    non-finite. Wrap the optimizer in :func:`optax.apply_if_finite` to skip such
+    steps (the state then stays that of the run without them).
+
     Args:
       learning_rate: the learning rate :math:`\alpha` > 0 (``lr_init``), or a
         schedule of the 0-based step count. With a non-constant numerator it is

@@ -346,6 +346,12 @@ def clara_sgd(
     itself is non-finite, as with :func:`optax.sgd`); wrap the optimizer in
     :func:`optax.apply_if_finite` to skip such steps.
 
+    The rate changes by at most a factor :math:`\exp(d (1/\mu - 1))` per step
+    (:math:`e^{8d}` for :math:`c = 0.2`), and grows while the steps agree. With
+    raw steps (``unit_step=False``) a rate past 2 / curvature diverges faster
+    than the then shorter path brings it back: keep :math:`d / c` small (the
+    published :math:`d` is 1e-3).
+
     Args:
       learning_rate: the initial learning rate :math:`\eta_0` > 0, or a schedule
         that the adaptation factor multiplies.

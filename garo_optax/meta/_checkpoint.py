@@ -197,6 +197,9 @@ class Checkpointer:
 def save_controller(path, controller: ctl.GaroController) -> None:
     """Writes a controller's weights to an ``.npz`` file.
 
+    In a multi-process run only process 0 writes: every process holds the same
+    (replicated) weights, and several writers would race on one file.
+
     Args:
       path: the file.
       controller: the weights.
@@ -204,6 +207,8 @@ def save_controller(path, controller: ctl.GaroController) -> None:
     Returns:
       None.
     """
+    if jax.process_index() != 0:
+        return
     arrays = {k: np.asarray(v) for k, v in controller._asdict().items()}
     with open(path, "wb") as f:
         np.savez(f, **arrays)
