@@ -26,6 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import garo_optax
+from garo_optax._src import schedules
 
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
@@ -439,14 +440,7 @@ def test_invalid_arguments_raise_value_error_naming_them(name, data):
     check_invalid(name, data)
 
 
-WINDOW_SHAPES = (
-    "raised_cosine",
-    "polynomial",
-    "exponential",
-    "simple_polynomial",
-    "logistic",
-    "late_logistic",
-)
+WINDOW_SHAPES = schedules.SHAPES
 
 
 @INVALID
