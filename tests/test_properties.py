@@ -10,7 +10,7 @@ For every constructor, hypothesis draws
   infinities included): construction raises ``ValueError`` whose message
   names the argument. No other exception type may escape either way.
 
-The default suite draws a few valid examples per constructor (each runs 50
+The default suite draws 2 valid examples per constructor (each runs 50
 eager steps) and many invalid ones (construction only); ``-m slow`` draws 40
 valid examples per constructor.
 """
@@ -407,7 +407,7 @@ def check_invalid(name, data):
 
 
 QUICK = settings(
-    max_examples=3,
+    max_examples=2,
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],

@@ -13,9 +13,9 @@ hidden state after 20 steps: 1.1e-5 of 0.34 sharded vs one device; the
 one-device float32 run is 4.4e-6 from float64, and reordering only the loss's
 sum moves it by 1.1e-6. Every other transform agrees to 2e-5.
 
-The default suite runs six entries (one per family and code path) on an
-explicit-sharding mesh (``jax.make_mesh``'s default) and GARO on an ``Auto``
-one; ``-m slow`` runs every entry on both.
+The default suite runs four entries, two on an explicit-sharding mesh
+(``jax.make_mesh``'s default) and two on an ``Auto`` one; ``-m slow`` runs
+every entry on both.
 """
 
 import json
@@ -56,35 +56,26 @@ def check(report: dict, names, modes) -> None:
             assert set(result["hyperparams"]) == {"lr", "mom", "wd"}
 
 
-# One entry per family and code path in the default suite, in two halves that
-# pytest-xdist runs side by side (each entry costs about 5 s of compiling on 8
-# devices); every entry under -m slow.
+# In the default suite: CLARA's per-tensor compounding and GARO's per-tensor
+# statistics on an explicit-sharding mesh, AutoSGM's and global GARO's on an
+# Auto one (each entry costs about 5 s of compiling on 8 devices). Every entry
+# on both kinds of mesh under -m slow.
 DEFAULT = {
-    "first": ["clara_sgd_global", "adam_clara_local", "garo_lagged_coupled"],
-    "second": ["adam_clara", "autosgm_markov_window", "garo_per_tensor"],
+    "explicit": ["adam_clara_local", "garo_per_tensor"],
+    "auto": ["autosgm_markov_window", "garo_lagged_coupled"],
 }
-REST = [n for n in NAMES if not any(n in half for half in DEFAULT.values())]
 
 
-@pytest.mark.parametrize("half", sorted(DEFAULT))
-def test_explicit_mesh_matches_one_device(half):
-    names = DEFAULT[half]
-    check(run_worker(*names, "--modes", "explicit", "--pinned"), names, ["explicit"])
-
-
-def test_auto_mesh_matches_one_device():
-    names = ["garo"]
-    check(run_worker(*names, "--modes", "auto", "--pinned"), names, ["auto"])
+@pytest.mark.parametrize("mode", sorted(DEFAULT))
+def test_mesh_matches_one_device(mode):
+    names = DEFAULT[mode]
+    check(run_worker(*names, "--modes", mode, "--pinned"), names, [mode])
 
 
 @pytest.mark.slow
-def test_explicit_mesh_every_other_transform():
-    check(run_worker(*REST, "--modes", "explicit", "--pinned"), REST, ["explicit"])
-
-
-@pytest.mark.slow
-def test_auto_mesh_every_transform():
-    check(run_worker("--modes", "auto", "--pinned"), NAMES, ["auto"])
+@pytest.mark.parametrize("mode", ["explicit", "auto"])
+def test_every_transform_matches_one_device(mode):
+    check(run_worker("--modes", mode, "--pinned"), NAMES, [mode])
 
 
 def test_worker_detects_a_misplaced_state():

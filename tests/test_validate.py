@@ -15,6 +15,8 @@ from garo_optax._src import validate
         (math.nan, dict(low=0.0), r"lr must be in \[0, inf\), got nan"),
         (math.inf, dict(low=0.0), r"got inf"),
         (-math.inf, dict(high=1.0), r"got -inf"),
+        (-math.inf, dict(low=1.0, allow_inf=True), r"got -inf"),
+        (math.nan, dict(low=1.0, allow_inf=True), r"got nan"),
         # Open bounds are checked in float32 too: what the value is used as.
         (1 - 1e-9, dict(low=0.0, high=1.0, high_closed=False), r"1.0 in float32"),
         (1e-50, dict(low=0.0, low_closed=False), r"0.0 in float32"),
@@ -32,6 +34,7 @@ def test_check_interval_refuses(value, bounds, message):
         (1e-30, dict(low=0.0, low_closed=False)),
         (2.2e-309, dict(low=0.0)),  # closed bound: 0 in float32 is allowed
         (jnp.float32(math.nan), dict(low=0.0)),  # arrays are never inspected
+        (math.inf, dict(low=1.0, allow_inf=True)),  # "never", where documented
     ],
 )
 def test_check_interval_accepts(value, bounds):

@@ -235,7 +235,12 @@ def lr_finder(
         "max_lr", max_lr, min_lr, math.inf, low_closed=False, high_closed=False
     )
     validate.check_interval(
-        "divergence_factor", divergence_factor, 1.0, None, low_closed=False
+        "divergence_factor",
+        divergence_factor,
+        1.0,
+        None,
+        low_closed=False,
+        allow_inf=True,
     )
     validate.check_interval("smoothing", smoothing, 0.0, 1.0, high_closed=False)
     if skip_start is None:

@@ -25,8 +25,11 @@ def check_interval(
     *,
     low_closed: bool = True,
     high_closed: bool = True,
+    allow_inf: bool = False,
 ) -> None:
     """Raises `ValueError` when a concrete number lies outside an interval.
+
+    NaN is always refused, and so are infinities unless ``allow_inf``.
 
     Args:
       name: the argument's name, quoted in the message.
@@ -35,12 +38,16 @@ def check_interval(
       high: upper bound, or `None` for no upper bound.
       low_closed: whether `low` itself is allowed.
       high_closed: whether `high` itself is allowed.
+      allow_inf: accept an infinity within the bounds (a "never" setting).
 
     Returns:
       None.
     """
     if not _is_concrete_number(value):
         return
+    if allow_inf and math.isinf(value):
+        if (value > 0 and high is None) or (value < 0 and low is None):
+            return
     if not math.isfinite(value):
         _out_of_interval(name, value, low, high, low_closed, high_closed)
     # Open bounds are also checked in float32, the dtype the value is used in:
