@@ -1,8 +1,9 @@
-"""dtypes for every registry transform: float16, bfloat16, float32, float64, mixed.
+"""dtypes for every registry transform: float16, float64 and mixed trees.
 
 ``test_common`` checks ``updates.dtype == grads.dtype`` on bfloat16, float32
 and mixed trees, and the ``lax.cond`` stability of single-dtype trees. Here,
-for every entry and every dtype (mixed trees included, float64 under x64):
+for every entry on float16, float64 (x64) and three mixed trees (float16 +
+bfloat16, bfloat16 + float32, float16 + float64):
 
 * updates come back in the gradient dtype, and the state is stable under
   ``lax.cond`` (the structure, shapes and dtypes of ``init`` survive updates);
