@@ -65,7 +65,8 @@ def clara_rates(draw, seed=False, unit_step=None):
 
 EPS = st.one_of(st.just(1e-8), log_uniform(1e-12, 1e-3))
 WD = st.one_of(st.just(0.0), log_uniform(1e-6, 1e-1))
-BAD_FLOATS = st.sampled_from([math.nan, math.inf, -math.inf])
+# Non-finite, or past float32's range (inf there).
+BAD_FLOATS = st.sampled_from([math.nan, math.inf, -math.inf, 1e300, -1e300])
 
 
 def below(x):

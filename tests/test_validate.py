@@ -20,6 +20,7 @@ from garo_optax._src import validate
         # Open bounds are checked in float32 too: what the value is used as.
         (1 - 1e-9, dict(low=0.0, high=1.0, high_closed=False), r"1.0 in float32"),
         (1e-50, dict(low=0.0, low_closed=False), r"0.0 in float32"),
+        (1e300, dict(low=0.0, low_closed=False), r"inf in float32"),
     ],
 )
 def test_check_interval_refuses(value, bounds, message):

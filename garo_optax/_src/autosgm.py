@@ -30,7 +30,6 @@ from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from garo_optax._src import numerics, schedules, validate
@@ -91,7 +90,7 @@ def _is_concrete(value: Any) -> bool:
 
 def _is_static_zero(value: Any) -> bool:
     # A subnormal double is 0 in float32, where it would divide (the pole).
-    return _is_concrete(value) and float(np.float32(value)) == 0
+    return _is_concrete(value) and validate.float32_value(value) == 0
 
 
 def _tukey(u: jax.Array) -> jax.Array:

@@ -13,6 +13,19 @@ from typing import Any
 import numpy as np
 
 
+def float32_value(value: float) -> float:
+    """A Python number rounded to float32 (0 below its range, inf above).
+
+    Args:
+      value: a real number.
+
+    Returns:
+      The float32 value, as a Python float; NumPy's overflow warning silenced.
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        return float(np.float32(value))
+
+
 def _is_concrete_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -51,8 +64,11 @@ def check_interval(
     if not math.isfinite(value):
         _out_of_interval(name, value, low, high, low_closed, high_closed)
     # Open bounds are also checked in float32, the dtype the value is used in:
-    # 1 - 1e-9 rounds to 1 there, and 1e-50 to 0.
-    single = float(np.float32(value))
+    # 1 - 1e-9 rounds to 1 there, 1e-50 to 0, and 1e300 to inf.
+    single = float32_value(value)
+    if math.isinf(single) and not allow_inf:
+        note = f" (it is {single!r} in float32)"
+        _out_of_interval(name, value, low, high, low_closed, high_closed, note)
     for x in (value, single):
         too_low = low is not None and (x < low if low_closed else x <= low)
         too_high = high is not None and (x > high if high_closed else x >= high)
