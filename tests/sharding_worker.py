@@ -56,7 +56,7 @@ def _is_spec(x) -> bool:
 
 
 def make_problem(mesh):
-    """(params sharded, params on one device, targets, loss function)."""
+    """(params sharded over ``mesh``, the same params on one device, loss)."""
     specs = jax.tree.map(lambda s: s[1], SPECS, is_leaf=_is_spec)
     shapes = jax.tree.map(lambda s: s[0], SPECS, is_leaf=_is_spec)
     leaves, treedef = jax.tree.flatten(shapes, is_leaf=lambda x: isinstance(x, tuple))
@@ -82,7 +82,7 @@ def make_problem(mesh):
         ]
         return jnp.log1p(sum(sq))
 
-    return sharded, single, shardings, loss_fn
+    return sharded, single, loss_fn
 
 
 def _param_shardings_by_shape(params) -> dict:
@@ -199,7 +199,7 @@ def trajectory(entry, params, loss_fn, mode=None, pinned=False) -> dict:
 
 def run_entry(entry, mesh, mode: str, pinned: bool) -> dict:
     with jax.set_mesh(mesh):
-        sharded, single, _, loss_fn = make_problem(mesh)
+        sharded, single, loss_fn = make_problem(mesh)
         got = trajectory(entry, sharded, loss_fn, mode, pinned)
     want = trajectory(entry, single, loss_fn)  # one device, no mesh
     failures = got["failures"]
