@@ -1,5 +1,6 @@
 """garo_optax.meta._evaluate and ``garo-optax meta-eval``: baselines, sweep,
-thresholds, report files (imports the private module, where they live)."""
+peers, rescaled losses, thresholds, summary counts, report files (imports the
+private modules, where they live)."""
 
 import json
 
@@ -11,16 +12,16 @@ import pytest
 
 import garo_optax
 from garo_optax import meta
-from garo_optax._src import cli
+from garo_optax._src import cli, peers
 from garo_optax.meta import _evaluate
 
 # Compiling dominates these tests; see the root conftest.py.
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
 
-def _family():
+def _family(low=-1.0, name="tiny_quadratic"):
     def sample(key):
-        return {"h": jnp.exp(jax.random.uniform(key, (3,), minval=-1.0, maxval=1.0))}
+        return {"h": jnp.exp(jax.random.uniform(key, (3,), minval=low, maxval=1.0))}
 
     def task(config):
         return meta.Task(
@@ -30,7 +31,7 @@ def _family():
             eval_loss=lambda p: jnp.sum(p**2),
         )
 
-    return meta.TaskFamily("tiny_quadratic", sample, task)
+    return meta.TaskFamily(name, sample, task)
 
 
 def test_steps_to_threshold():
@@ -88,7 +89,8 @@ def test_sweep_picks_the_best_rate_and_rows_cover_everything():
 
 
 def test_meta_eval_command_writes_the_report(tmp_path, capsys, monkeypatch):
-    # One baseline keeps the compilations few; the sweep test covers the rest.
+    # One baseline and one peer keep the compilations few; the sweep test and
+    # the summary test cover the rest.
     monkeypatch.setattr(_evaluate, "BASELINES", {"adam": _evaluate.BASELINES["adam"]})
     run = tmp_path / "run"
     theta = garo_optax.init_controller(jax.random.PRNGKey(1), hidden_size=32)
@@ -97,13 +99,58 @@ def test_meta_eval_command_writes_the_report(tmp_path, capsys, monkeypatch):
     out = tmp_path / "eval"
     argv = ["meta-eval", "--controller", str(run), "--families", "quadratic"]
     argv += ["--steps", "20", "--tasks", "2", "--no-sweep", "--out", str(out)]
+    argv += ["--peers", "schedule_free_sgd", "--loss-scales"]  # no rescaling
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     assert "quadratic (20 steps)" in printed and "garo_trained" in printed
+    assert "no worse than the median peer" in printed
     report = json.loads((out / "meta_eval.json").read_text())
+    assert list(report["families"]) == ["quadratic"]
     rows = report["families"]["quadratic"]["rows"]
-    assert {r["optimizer"] for r in rows} == {"garo_trained", "garo_init", "adam"}
+    names = {"garo_trained", "garo_init", "adam", "schedule_free_sgd"}
+    assert {r["optimizer"] for r in rows} == names
     assert (out / "quadratic.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = report["summary"]
+    assert summary["families"] == 1 and summary["peers"] == ["schedule_free_sgd"]
+    assert summary["reference"] is None  # --no-sweep: no best-swept adam
+    assert "median peer" in (out / "meta_eval.txt").read_text()
+
+
+def test_meta_eval_runs_every_family_at_every_loss_scale(tmp_path, monkeypatch):
+    """Families x (1, *--loss-scales), in order, under ``name@loss<c>``, all in
+    the report and its summary (the runs are faked: the runs' own tests are
+    above)."""
+    calls = []
+
+    def fake(controllers, family, *, peers, **kw):
+        calls.append((family.name, tuple(peers)))
+        losses = np.full(4, 1.0 + len(calls))
+        curve = _evaluate.Curve(losses, losses[-1], np.nan, np.nan)
+        return {name: curve for name in ("adam", *peers)}
+
+    monkeypatch.setattr(_evaluate, "evaluate_family", fake)
+    plotted = []  # the real plots are checked above
+    monkeypatch.setattr(_evaluate, "plot_family", lambda *a: plotted.append(a[0].name))
+    out = tmp_path / "eval"
+    argv = ["meta-eval", "--families", "rosenbrock", "quadratic"]
+    argv += ["--peers", "dog", "cocob", "--loss-scales", "1e-3", "1e3", "1e3"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    scales = ("", "@loss1e-3", "@loss1e3")
+    labels = [f"{n}{s}" for n in ("rosenbrock", "quadratic") for s in scales]
+    assert calls == [(label, ("dog", "cocob")) for label in labels]
+    report = json.loads((out / "meta_eval.json").read_text())
+    assert list(report["families"]) == labels
+    assert plotted == [f"{label}.png" for label in labels]
+    assert report["families"]["quadratic@loss1e-3"]["loss_scale"] == 1e-3
+    assert report["summary"]["families"] == 6
+    assert "quadratic@loss1e3 (1000 steps)" in (out / "meta_eval.txt").read_text()
+    calls.clear()
+    assert cli.main(["meta-eval", "--families", "rosenbrock"]) == 0
+    assert calls == [(f"rosenbrock{s}", tuple(peers.PEERS)) for s in scales]
+    calls.clear()  # empty flags: no peers, no rescaled runs
+    argv = ["meta-eval", "--families", "rosenbrock", "--peers", "--loss-scales"]
+    assert cli.main(argv) == 0
+    assert calls == [("rosenbrock", ())]
 
 
 @pytest.mark.parametrize(
@@ -113,6 +160,9 @@ def test_meta_eval_command_writes_the_report(tmp_path, capsys, monkeypatch):
         (["--steps", "0"], "--steps"),
         (["--controller", "/no/such/file.npz"], "cannot read"),
         (["--controller", "garo-v0"], "cannot read"),
+        (["--peers", "prodigy", "nope"], "nope"),
+        (["--loss-scales", "1e3", "0"], "--loss-scales"),
+        (["--loss-scales", "inf"], "--loss-scales"),
     ],
 )
 def test_meta_eval_bad_input(capsys, argv, message):
@@ -173,3 +223,109 @@ def test_only_process_zero_writes_a_controller(tmp_path, monkeypatch):
     loaded = meta.load_controller(tmp_path / "first.npz")
     for a, b in zip(loaded, theta):
         np.testing.assert_array_equal(a, b)
+
+
+# Module constants, so that the tests below share compiled runs (`_runner`
+# caches by family, steps and tasks).
+TINY = _family()
+TINY_ILL = _family(-3.0, "tiny_ill")
+SUMMARY_PEERS = ("schedule_free_sgd", "polyak_sgd", "dog")
+
+
+def _hand_run(peer, family, key, num_tasks, num_steps, at_eval_params=True):
+    """Losses of ``peer`` on ``family`` by hand (the tasks of ``init_inner``),
+    at its evaluation parameters or at the trained ones."""
+    curves = []
+    for k in jax.random.split(key, num_tasks):
+        config = family.sample(jax.random.split(k, 3)[0])
+        task, p = family.task(config), jnp.ones(3)
+        tx = peer.factory()
+        state, run = tx.init(p), []
+        for _ in range(num_steps):
+            loss, g = jax.value_and_grad(task.loss)(p, None)
+            x = peers.evaluation_params(peer, state, p) if at_eval_params else p
+            run.append(task.loss(x, None))
+            updates, state = tx.update(g, state, p, value=loss)
+            p = optax.apply_updates(p, updates)
+        curves.append(run)
+    return np.mean(curves, axis=0)
+
+
+@pytest.mark.parametrize("name", ["schedule_free_sgd", "polyak_sgd"])
+def test_peers_get_value_and_report_the_loss_at_their_eval_params(name, monkeypatch):
+    """A schedule-free run reports the loss at ``schedule_free_eval_params``
+    (not at the trained ``y``); Polyak SGD gets the loss as ``value=``."""
+    monkeypatch.setattr(_evaluate, "BASELINES", {})
+    peer = peers.PEERS[name]
+    results = _evaluate.evaluate_family(
+        {}, TINY, num_tasks=2, num_steps=20, sweep=False, peers=[name]
+    )
+    assert list(results) == [name] and np.isnan(results[name].learning_rate)
+    losses = results[name].losses[:6]  # the first steps, by hand below
+    key = jax.random.PRNGKey(0)
+    np.testing.assert_allclose(losses, _hand_run(peer, TINY, key, 2, 6), rtol=1e-5)
+    raw = _hand_run(peer, TINY, key, 2, 6, at_eval_params=False)
+    if peer.eval_params is None:
+        np.testing.assert_allclose(losses, raw, rtol=1e-5)
+    else:  # x = y after the first update (weight 1), apart from then on
+        assert np.abs(losses[2:] - raw[2:]).min() > 1e-3 * raw[2:].max()
+
+
+def test_rescaled_family_loss_is_exactly_c_times():
+    scaled = _evaluate.scale_loss(TINY, 1e3)
+    assert scaled.name == "tiny_quadratic@loss1e3"
+    config = TINY.sample(jax.random.PRNGKey(0))
+    params = jnp.array([0.3, -1.2, 2.0])
+    a, b = TINY.task(config), scaled.task(config)
+    assert b.loss(params, None) == 1e3 * a.loss(params, None)
+    assert b.eval_loss(params) == 1e3 * a.eval_loss(params)
+    np.testing.assert_array_equal(b.init(jax.random.PRNGKey(1)), a.init(None))
+    rosenbrock = _evaluate.scaled_family("rosenbrock", 1e-3)
+    assert rosenbrock.name == "rosenbrock@loss1e-3"
+    assert rosenbrock.task(rosenbrock.sample(jax.random.PRNGKey(0))).eval_loss is None
+    assert _evaluate.scaled_family("rosenbrock", 1.0).name == "rosenbrock"
+    assert _evaluate.scale_label(2.5) == "2.5"
+
+
+def test_summary_counts_equal_a_count_from_the_curves(monkeypatch):
+    """The "within 10%" and "no worse than the median peer" counts, and those
+    of every fixed rate of Adam's sweep, recomputed from the loss curves."""
+    monkeypatch.setattr(_evaluate, "BASELINES", {"adam": _evaluate.BASELINES["adam"]})
+    families = {"tiny_quadratic": TINY, "tiny_ill": TINY_ILL}
+    kw = dict(num_tasks=2, num_steps=20)
+    runs = {
+        n: _evaluate.evaluate_family({}, f, peers=SUMMARY_PEERS, **kw)
+        for n, f in families.items()
+    }
+    summary = _evaluate.summarize(runs, SUMMARY_PEERS)
+
+    final = lambda losses: np.mean(losses[-2:])  # the last 10% of 20 steps
+    adam_fn, default = _evaluate.BASELINES["adam"]
+    rates = default * np.array(_evaluate.SWEEP_FACTORS)
+    key, run = jax.random.PRNGKey(0), _evaluate.run_optimizer
+    sweeps = {
+        n: [
+            final(run(adam_fn, f, key=key, learning_rate=r, **kw).losses) for r in rates
+        ]
+        for n, f in families.items()
+    }
+    for i, row in enumerate(summary["default_rates"]):
+        hits = sum(s[i] <= 1.1 * min(s) for s in sweeps.values())
+        assert (row["within"], row["learning_rate"]) == (hits, pytest.approx(rates[i]))
+    assert len(summary["default_rates"]) == len(rates)
+    for row in summary["optimizers"]:
+        name, close, median = row["optimizer"], 0, 0
+        for results in runs.values():
+            ours = final(results[name].losses)
+            close += ours <= 1.1 * final(results["adam_swept"].losses)
+            median += ours <= np.median(
+                [final(results[p].losses) for p in SUMMARY_PEERS]
+            )
+        assert (row["within"], row["vs_median_peer"]) == (close, median), name
+    names = [r["optimizer"] for r in summary["optimizers"]]
+    assert names == ["adam", "adam_swept", *SUMMARY_PEERS]
+    counts = [(r["within"], r["vs_median_peer"]) for r in summary["optimizers"]]
+    assert counts[1][0] == 2 and len(set(counts)) > 1  # not all alike
+    table = _evaluate.format_summary(summary)
+    assert "one good default" in table and "polyak_sgd" in table
+    json.dumps(summary)  # plain ints and floats

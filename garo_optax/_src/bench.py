@@ -19,6 +19,11 @@ Reported per task and optimizer (mean and standard deviation over the seeds):
   in the run, else the median final loss of the optimizers run;
 * ``run_s`` and ``compile_s``: wall time of the compiled run (all seeds) and
   of its compilation.
+
+The tuning-free peers of :data:`garo_optax._src.peers.PEERS` are registered
+too (group ``"optax"``, their own rates); the loss a schedule-free one reports
+each step, and its held-out loss, are those at its evaluation parameters (its
+average, ``schedule_free_eval_params``), as their authors require.
 """
 
 import collections
@@ -39,6 +44,7 @@ import optax
 from garo_optax._src import autosgm as autosgm_lib
 from garo_optax._src import clara as clara_lib
 from garo_optax._src import garo as garo_lib
+from garo_optax._src import peers as peers_lib
 from garo_optax._src import pretrained as pretrained_lib
 from garo_optax._src import schedules
 
@@ -60,6 +66,8 @@ class OptimizerSpec(NamedTuple):
       description: one line for the table's legend.
       probe: ``probe(opt_state) -> (lr, momentum, weight_decay)`` scalars
         recorded every step (NaN where not applicable), or ``None``.
+      eval_params: ``eval_params(opt_state, params) -> params`` at which the
+        losses are reported (schedule-free peers), or ``None``.
     """
 
     build: Factory
@@ -67,6 +75,7 @@ class OptimizerSpec(NamedTuple):
     group: str
     description: str
     probe: Callable[[Any], tuple[jax.Array, jax.Array, jax.Array]] | None = None
+    eval_params: Callable[[Any, Any], Any] | None = None
 
 
 _NAN = float("nan")
@@ -241,7 +250,13 @@ def _registry() -> dict[str, OptimizerSpec]:
             "GARO, shipped controller garo-v1",
             _garo_probe,
         ),
+        **{name: _peer_spec(peer) for name, peer in peers_lib.PEERS.items()},
     }
+
+
+def _peer_spec(peer: peers_lib.Peer) -> OptimizerSpec:
+    build = lambda lr, n: peer.factory()
+    return OptimizerSpec(build, None, "optax", peer.description, None, peer.eval_params)
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = _registry()
@@ -431,7 +446,7 @@ def _nan_probe(opt_state):
     return nan, nan, nan
 
 
-def make_run(task, build: Factory, num_steps: int, probe=None):
+def make_run(task, build: Factory, num_steps: int, probe=None, eval_params=None):
     """The jitted ``run(keys, hyperparams) -> Run`` of one task and optimizer.
 
     Args:
@@ -440,6 +455,9 @@ def make_run(task, build: Factory, num_steps: int, probe=None):
         entries ``hyperparams`` is the learning rate.
       num_steps: training steps.
       probe: ``probe(opt_state) -> (lr, momentum, weight_decay)``, or None.
+      eval_params: ``eval_params(opt_state, params)``, where the losses are
+        taken (the loss of a step on its batch before the update), or None
+        (``params``).
 
     Returns:
       The jitted function; ``keys`` has one PRNG key per seed, ``hyperparams``
@@ -456,16 +474,21 @@ def make_run(task, build: Factory, num_steps: int, probe=None):
             params, opt_state = carry
             batch = task.batch(jax.random.fold_in(k_batch, step), step)
             loss, grads = jax.value_and_grad(task.loss)(params, batch)
+            reported = loss
+            if eval_params is not None:
+                reported = task.loss(eval_params(opt_state, params), batch)
             updates, opt_state = tx.update(grads, opt_state, params, value=loss)
             params = optax.apply_updates(params, updates)
-            return (params, opt_state), (loss, jnp.stack(probe(opt_state)))
+            return (params, opt_state), (reported, jnp.stack(probe(opt_state)))
 
         steps = jnp.arange(num_steps, dtype=jnp.int32)
-        (params, _), (losses, probes) = jax.lax.scan(
+        (params, opt_state), (losses, probes) = jax.lax.scan(
             body, (params, tx.init(params)), steps
         )
         if task.eval_loss is None:
             return losses, probes, jnp.full([], jnp.nan, jnp.float32)
+        if eval_params is not None:
+            params = eval_params(opt_state, params)
         return losses, probes, task.eval_loss(params)
 
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
@@ -598,7 +621,7 @@ def prepare(
     """
     task = TASKS[task_name].build()
     spec = OPTIMIZERS[optimizer_name]
-    run = make_run(task, spec.build, num_steps, spec.probe)
+    run = make_run(task, spec.build, num_steps, spec.probe, spec.eval_params)
     keys = seed_keys(seeds)
     if spec.default_lr is None:
         rates = (_NAN,)

@@ -11,6 +11,7 @@ checkpoint are dropped and logged again.
 import argparse
 import functools
 import json
+import math
 import pathlib
 import sys
 
@@ -139,13 +140,41 @@ def _load_eval_controller(spec: str):
     return controller, config
 
 
+def _eval_selection(args: argparse.Namespace):
+    """The peers and loss scales asked for (validated)."""
+    from garo_optax._src import peers as peers_lib
+    from garo_optax.meta import _evaluate
+
+    peers = getattr(args, "peers", None)
+    peers = list(peers_lib.PEERS) if peers is None else list(peers)
+    unknown = [name for name in peers if name not in peers_lib.PEERS]
+    if unknown:
+        raise ValueError(
+            f"--peers: unknown {unknown}; expected any of {list(peers_lib.PEERS)}"
+        )
+    scales = getattr(args, "loss_scales", None)
+    scales = _evaluate.LOSS_SCALES if scales is None else tuple(scales)
+    for scale in scales:
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"--loss-scales must be finite and > 0, got {scale}")
+    return peers, (1.0, *dict.fromkeys(s for s in scales if s != 1.0))
+
+
 def meta_eval_command(args: argparse.Namespace) -> int:
     """Runs ``garo-optax meta-eval``: a controller against GARO's initial
-    controller and the optax baselines on held-out families.
+    controller, the optax baselines and the tuning-free peers on held-out
+    families, each also with its loss rescaled.
+
+    Prints one table per family (and rescaled family) and the summary of
+    :func:`garo_optax.meta._evaluate.summarize`; with ``--out``, also writes
+    them to ``meta_eval.txt``, everything to ``meta_eval.json`` and one PNG of
+    loss curves per family.
 
     Args:
       args: the parsed arguments (``controller``, ``families``, ``steps``,
-        ``tasks``, ``no_sweep``, ``out``).
+        ``tasks``, ``no_sweep``, ``peers``: peer names, ``None`` for all of
+        them; ``loss_scales``: ``None`` for
+        :data:`~garo_optax.meta._evaluate.LOSS_SCALES`; ``out``).
 
     Returns:
       The exit code.
@@ -156,8 +185,10 @@ def meta_eval_command(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.tasks < 1:
         raise ValueError(f"--tasks must be >= 1, got {args.tasks}")
+    peers, scales = _eval_selection(args)
     names = args.families or list(_families.HELD_OUT_FAMILIES)
-    families = [_families.get_family(name) for name in names]
+    for name in names:
+        _families.get_family(name)  # an unknown name fails before any run
     controller, config = _load_eval_controller(args.controller)
     controllers = {
         "garo_trained": controller,
@@ -170,22 +201,43 @@ def meta_eval_command(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ValueError(f"cannot write to --out {out}: {error}") from error
-    report = {"controller": args.controller, "families": {}}
-    for name, family in zip(names, families):
+    report = {"controller": args.controller, "peers": peers, "families": {}}
+    tables, runs = [], {}
+    for name in names:
         steps = args.steps or EVAL_STEPS.get(name, DEFAULT_EVAL_STEPS)
-        results = _evaluate.evaluate_family(
-            controllers,
-            family,
-            num_tasks=args.tasks,
-            num_steps=steps,
-            sweep=not args.no_sweep,
-            garo_options=options,
-        )
-        rows = _evaluate.summary_rows(results)
-        print(_evaluate.format_table(f"{name} ({steps} steps)", rows), flush=True)
-        report["families"][name] = {"steps": steps, "rows": rows}
-        if out is not None:
-            _evaluate.plot_family(out / f"{name}.png", name, results)
+        for scale in scales:
+            family = _evaluate.scaled_family(name, scale)
+            label = _evaluate.scaled_name(name, scale)
+            runs[label] = _evaluate.evaluate_family(
+                controllers,
+                family,
+                num_tasks=args.tasks,
+                num_steps=steps,
+                sweep=not args.no_sweep,
+                garo_options=options,
+                peers=peers,
+            )
+            rows = _evaluate.summary_rows(runs[label])
+            tables.append(_evaluate.format_table(f"{label} ({steps} steps)", rows))
+            print(tables[-1], flush=True)
+            report["families"][label] = {
+                "family": name,
+                "loss_scale": scale,
+                "steps": steps,
+                "rows": rows,
+                "sweep": _sweeps(runs[label]),
+            }
+            if out is not None:
+                _evaluate.plot_family(out / f"{label}.png", label, runs[label])
+    report["summary"] = _evaluate.summarize(runs, peers)
+    tables.append(_evaluate.format_summary(report["summary"]))
+    print("\n" + tables[-1], flush=True)
     if out is not None:
+        (out / "meta_eval.txt").write_text("\n\n".join(tables) + "\n")
         (out / "meta_eval.json").write_text(json.dumps(report, indent=1) + "\n")
     return 0
+
+
+def _sweeps(results) -> dict:
+    """Swept entry -> [[rate, final loss], ...] of its sweep."""
+    return {k: [list(x) for x in c.sweep] for k, c in results.items() if c.sweep}

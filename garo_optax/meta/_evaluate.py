@@ -12,11 +12,34 @@ so "steps to reach Adam's result").
 The baselines are optax's ``sgd``, ``sgd`` with momentum 0.9, ``adam`` and
 ``adamw`` at their usual default learning rates (1e-2, 1e-2, 1e-3, 1e-3) and
 at the best of a 7-point log-spaced sweep around that default (factors
-10^-1.5 ... 10^1.5), best by final training loss.
+10^-1.5 ... 10^1.5), best by final training loss. The tuning-free peers of
+:data:`garo_optax._src.peers.PEERS` (prodigy, D-Adaptation, DoG, Mechanic,
+COCOB, schedule-free, Polyak, ...) run once each, at their defaults.
+
+**The reported loss curve.** The loss of step ``t`` is the training loss on
+step ``t``'s batch at the parameters the run would be evaluated at before its
+``t``-th update: ``params`` for every optimizer but the schedule-free ones,
+whose gradients are taken at an interpolation ``y`` of their iterates and
+whose model is their average ``x = schedule_free_eval_params(state, y)``; for
+them the loss (and the held-out loss at the end) is the one at ``x``, as their
+authors require (one extra forward pass per step), while ``value=`` still
+passes the loss at ``y``, where the gradient was taken.
+
+**Loss rescaling.** :func:`scaled_family` multiplies a family's training and
+held-out losses by a constant (meta-eval runs each held-out family also at
+:data:`LOSS_SCALES`): an optimizer whose behaviour depends on the loss's scale
+(a fixed learning rate, a Polyak step) shows it there.
+
+**Summary.** :func:`summarize` counts, over all the families run, how often
+each fixed rate of Adam's sweep is within 10% of the best-swept Adam ("one
+good default" rate: the bar a tuning-free optimizer must clear), and for every
+optimizer on how many families it is within 10% of the best-swept Adam and on
+how many it is no worse than the median tuning-free peer.
 """
 
 import functools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import jax
@@ -26,7 +49,8 @@ import optax
 
 from garo_optax._src import controller as ctl
 from garo_optax._src import garo as garo_lib
-from garo_optax.meta import _tasks, _train
+from garo_optax._src import peers as peers_lib
+from garo_optax.meta import _families, _tasks, _train
 
 
 def _sgd(lr, theta):
@@ -55,6 +79,15 @@ BASELINES: dict[str, tuple[Callable, float]] = {
 
 SWEEP_FACTORS = tuple(10.0 ** (k / 2) for k in range(-3, 4))
 
+LOSS_SCALES: tuple[float, ...] = (1e-3, 1e3)
+"""The factors by which meta-eval also rescales each family's loss."""
+
+REFERENCE = "adam_swept"
+"""The summary's reference: Adam at the best rate of its sweep."""
+
+TOLERANCE = 0.1
+""""Within 10%": a final loss at most ``best + 0.1 |best|``."""
+
 
 class Curve(NamedTuple):
     """The result of one optimizer on one family."""
@@ -62,35 +95,56 @@ class Curve(NamedTuple):
     losses: np.ndarray  # (num_steps,): training loss averaged over the tasks.
     final_loss: float  # mean of the last 10% of `losses`.
     eval_loss: float  # held-out loss at the end (NaN without one).
-    learning_rate: float  # the rate used (NaN for GARO).
+    learning_rate: float  # the rate used (NaN for GARO and the peers).
+    # A `_swept` entry's sweep: (rate, final_loss) of every rate, in order.
+    sweep: tuple[tuple[float, float], ...] = ()
+
+
+def _train_steps(task: _tasks.Task, opt, state: _train.InnerState, num_steps, at):
+    """``num_steps`` steps of one run: (state, the reported loss of each step).
+
+    ``at(opt_state, params)`` gives the parameters whose loss is reported
+    (``None``: ``params``); batches as in meta-training (``fold_in(key,
+    step)``).
+    """
+
+    def body(state, _):
+        batch = task.batch(jax.random.fold_in(state.key, state.step), state.step)
+        loss, grads = jax.value_and_grad(task.loss)(state.params, batch)
+        reported = loss
+        if at is not None:
+            reported = task.loss(at(state.opt_state, state.params), batch)
+        updates, opt_state = opt.update(
+            grads, state.opt_state, state.params, value=loss
+        )
+        params = optax.apply_updates(state.params, updates)
+        step = optax.safe_increment(state.step)
+        return state._replace(params=params, opt_state=opt_state, step=step), reported
+
+    return jax.lax.scan(body, state, None, length=num_steps)
 
 
 @functools.lru_cache(maxsize=64)
-def _runner(tx_fn, family: _tasks.TaskFamily, num_tasks: int, num_steps: int):
+def _runner(tx_fn, family: _tasks.TaskFamily, num_tasks: int, num_steps: int, at=None):
     """The jitted ``run(key, learning_rate, controller) -> (losses, eval)``.
 
     Cached, so that every learning rate of a sweep and every controller share
-    one compilation.
+    one compilation. ``at``: see :func:`run_optimizer`'s ``eval_params``.
     """
 
     @jax.jit
     def run(key, learning_rate, theta):
-        optimizer_fn = lambda theta: tx_fn(learning_rate, theta)
+        opt = optax.with_extra_args_support(tx_fn(learning_rate, theta))
+        optimizer_fn = lambda theta: opt
 
         def one(k):
             state = _train.init_inner(theta, family, k, optimizer_fn=optimizer_fn)
-            state, losses = _train._train_steps(
-                theta,
-                family,
-                state,
-                num_steps,
-                optimizer_fn=optimizer_fn,
-                checkpoint=False,
-            )
             task = family.task(state.config)
+            state, losses = _train_steps(task, opt, state, num_steps, at)
             if task.eval_loss is None:
                 return losses, jnp.full([], jnp.nan)
-            return losses, task.eval_loss(state.params)
+            params = state.params if at is None else at(state.opt_state, state.params)
+            return losses, task.eval_loss(params)
 
         return jax.vmap(one)(jax.random.split(key, num_tasks))
 
@@ -106,25 +160,34 @@ def run_optimizer(
     key: jax.Array,
     learning_rate: float = float("nan"),
     controller: ctl.GaroController | None = None,
+    eval_params: Callable | None = None,
 ) -> Curve:
     """Trains ``num_tasks`` tasks of ``family`` for ``num_steps`` steps.
 
+    The loss of step ``t`` is the loss on step ``t``'s batch before the
+    ``t``-th update, at ``eval_params(opt_state, params)`` when given (the
+    schedule-free optimizers' average; see the module docstring), else at
+    ``params``; the held-out loss is taken at the same parameters after the
+    last step.
+
     Args:
-      tx_fn: ``tx_fn(learning_rate, controller) -> optimizer`` (the optimizer
-        receives the loss as ``value=``).
+      tx_fn: ``tx_fn(learning_rate, controller) -> optimizer``; its ``update``
+        receives ``params`` and the loss at ``params`` as ``value=``.
       family: the task family.
       num_tasks: tasks sampled from the family (one vmapped population).
       num_steps: inner steps.
       key: a PRNG key (the same key gives every optimizer the same tasks).
       learning_rate: passed to ``tx_fn`` (a traced scalar).
       controller: passed to ``tx_fn`` (``None``: a placeholder).
+      eval_params: ``eval_params(opt_state, params) -> params``, the
+        parameters at which losses are reported (``None``: ``params``).
 
     Returns:
       A :class:`Curve`.
     """
     if controller is None:
         controller = ctl.init_controller(jax.random.PRNGKey(0), hidden_size=1)
-    run = _runner(tx_fn, family, num_tasks, num_steps)
+    run = _runner(tx_fn, family, num_tasks, num_steps, eval_params)
     losses, evaluation = jax.device_get(
         run(key, jnp.asarray(learning_rate, jnp.float32), controller)
     )
@@ -161,8 +224,9 @@ def evaluate_family(
     sweep: bool = True,
     seed: int = 0,
     garo_options: dict | None = None,
+    peers: Sequence[str] = (),
 ) -> dict[str, Curve]:
-    """Every controller and every baseline on one family.
+    """Every controller, every baseline and the given peers on one family.
 
     Args:
       controllers: name -> GARO controller (e.g. ``{"garo_init": ...,
@@ -171,14 +235,17 @@ def evaluate_family(
       num_tasks: tasks per optimizer.
       num_steps: inner steps.
       sweep: also run each baseline at the best of :data:`SWEEP_FACTORS`
-        times its default rate (entries ``<name>_swept``).
+        times its default rate (entries ``<name>_swept``, with the final loss
+        of every rate in ``sweep``).
       seed: the tasks' seed.
       garo_options: keyword arguments of :func:`garo_optax.garo` besides the
         controller (e.g. ``granularity``).
+      peers: names of :data:`garo_optax._src.peers.PEERS`, each run once at
+        its defaults (schedule-free ones evaluated at their average).
 
     Returns:
       name -> :class:`Curve`, baselines at their default rate under their own
-      name.
+      name, peers under theirs.
     """
     key = jax.random.PRNGKey(seed)
     kw = dict(num_tasks=num_tasks, num_steps=num_steps, key=key)
@@ -190,17 +257,85 @@ def evaluate_family(
     for name, (tx_fn, default) in BASELINES.items():
         results[name] = run_optimizer(tx_fn, family, learning_rate=default, **kw)
         if sweep:
-            sweep_curves = [
+            curves = [
                 run_optimizer(tx_fn, family, learning_rate=default * f, **kw)
                 for f in SWEEP_FACTORS
             ]
-            results[f"{name}_swept"] = min(sweep_curves, key=lambda c: c.final_loss)
+            best = min(curves, key=lambda c: c.final_loss)
+            record = tuple((c.learning_rate, c.final_loss) for c in curves)
+            results[f"{name}_swept"] = best._replace(sweep=record)
+    for name in peers:
+        peer = peers_lib.get_peer(name)
+        tx_fn = _peer_fn(peer.factory)
+        results[name] = run_optimizer(tx_fn, family, eval_params=peer.eval_params, **kw)
     return results
 
 
 @functools.lru_cache(maxsize=8)
 def _garo_fn(options: tuple):
     return lambda lr, theta: garo_lib.garo(theta, **dict(options))
+
+
+@functools.lru_cache(maxsize=32)
+def _peer_fn(factory):
+    # One function per peer, so that its compiled runs are cached.
+    return lambda lr, theta: factory()
+
+
+def scale_label(scale: float) -> str:
+    """``1e3`` for 1000.0, ``1e-3`` for 0.001, else ``f"{scale:g}"``."""
+    exponent = math.floor(math.log10(scale))
+    if math.isclose(scale, 10.0**exponent, rel_tol=1e-9):
+        return f"1e{exponent}"
+    return f"{scale:g}"
+
+
+def scaled_name(name: str, scale: float) -> str:
+    """The name of family ``name`` with its loss times ``scale``:
+    ``rosenbrock@loss1e3`` (``name`` itself for a scale of 1)."""
+    return name if scale == 1.0 else f"{name}@loss{scale_label(scale)}"
+
+
+def scale_loss(family: _tasks.TaskFamily, scale: float) -> _tasks.TaskFamily:
+    """``family`` with its training and held-out losses multiplied by ``scale``.
+
+    Same configurations, initializations and batches; only the losses (hence
+    the gradients) are ``scale`` times the original ones.
+
+    Args:
+      family: the task family.
+      scale: a positive factor.
+
+    Returns:
+      The :class:`~garo_optax.meta.TaskFamily` named :func:`scaled_name`.
+    """
+
+    def task(config):
+        t = family.task(config)
+        loss = lambda params, batch: scale * t.loss(params, batch)
+        held_out = None
+        if t.eval_loss is not None:
+            held_out = lambda params: scale * t.eval_loss(params)
+        return t._replace(loss=loss, eval_loss=held_out)
+
+    return _tasks.TaskFamily(scaled_name(family.name, scale), family.sample, task)
+
+
+def scaled_family(name: str, scale: float) -> _tasks.TaskFamily:
+    """The built-in family ``name`` with its loss times ``scale``.
+
+    The one place that builds rescaled families: for now by :func:`scale_loss`,
+    until ``garo_optax.meta.get_family`` resolves ``<name>@loss<scale>``.
+
+    Args:
+      name: a built-in family.
+      scale: a positive factor (1: the family itself).
+
+    Returns:
+      The :class:`~garo_optax.meta.TaskFamily`.
+    """
+    family = _families.get_family(name)
+    return family if scale == 1.0 else scale_loss(family, scale)
 
 
 def summary_rows(results: dict[str, Curve]) -> list[dict]:
@@ -286,3 +421,119 @@ def plot_family(path, family: str, results: dict[str, Curve]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def within(loss: float, best: float, tolerance: float = TOLERANCE) -> bool:
+    """Whether ``loss`` is at most ``best + tolerance * |best|`` (both finite).
+
+    Args:
+      loss: a final loss.
+      best: the reference's final loss.
+      tolerance: the relative margin.
+
+    Returns:
+      The answer (``False`` where either loss is not finite).
+    """
+    if not (math.isfinite(loss) and math.isfinite(best)):
+        return False
+    return loss <= best + tolerance * abs(best)
+
+
+def summarize(
+    families: Mapping[str, Mapping[str, Curve]],
+    peers: Sequence[str] = (),
+    *,
+    reference: str = REFERENCE,
+    tolerance: float = TOLERANCE,
+) -> dict:
+    """Counts over families: the "one good default" Adam rates and every
+    optimizer against the best-swept Adam and the median peer.
+
+    Args:
+      families: family name -> that family's :func:`evaluate_family` results.
+      peers: the tuning-free peers among the optimizers (their median final
+        loss is the second bar).
+      reference: the entry every final loss is compared with (its ``sweep``
+        gives the fixed rates).
+      tolerance: "within" margin, relative to the reference's final loss.
+
+    Returns:
+      A dict: ``families`` (their number), ``reference``, ``tolerance``,
+      ``peers``, ``default_rates`` (one dict per fixed rate of the
+      reference's sweep: ``learning_rate``, ``within``: families where that
+      rate is within ``tolerance`` of the reference; empty without a sweep)
+      and ``optimizers`` (one dict per optimizer: ``optimizer``, ``within``,
+      ``vs_median_peer``: families where its final loss is at most the
+      median peer's; each ``None`` where the reference or the peers are
+      missing).
+    """
+    runs = list(families.values())
+    ref = reference if runs and all(reference in r for r in runs) else None
+    peers = [p for p in peers if runs and all(p in r for r in runs)]
+    rates = []
+    if ref is not None:
+        for i, (rate, _) in enumerate(runs[0][ref].sweep):
+            losses = [(r[ref].sweep[i][1], r[ref].final_loss) for r in runs]
+            hits = sum(int(within(x, best, tolerance)) for x, best in losses)
+            rates.append({"learning_rate": rate, "within": hits})
+    rows = []
+    for name in dict.fromkeys(name for r in runs for name in r):
+        losses = [r[name].final_loss if name in r else math.inf for r in runs]
+        close = median = None
+        if ref is not None:
+            bests = [r[ref].final_loss for r in runs]
+            close = sum(int(within(x, b, tolerance)) for x, b in zip(losses, bests))
+        if peers:
+            bars = [_median_peer(r, peers) for r in runs]
+            median = sum(int(x <= bar) for x, bar in zip(losses, bars))
+        rows.append({"optimizer": name, "within": close, "vs_median_peer": median})
+    return {
+        "families": len(runs),
+        "reference": ref,
+        "tolerance": tolerance,
+        "peers": peers,
+        "default_rates": rates,
+        "optimizers": rows,
+    }
+
+
+def _median_peer(results: Mapping[str, Curve], peers: Sequence[str]) -> float:
+    return float(np.median([results[p].final_loss for p in peers]))
+
+
+def _count(value: int | None, total: int) -> str:
+    return "-" if value is None else f"{value}/{total}"
+
+
+def format_summary(summary: dict) -> str:
+    """Plain-text tables of :func:`summarize` (as :func:`format_table`'s).
+
+    Args:
+      summary: what :func:`summarize` returns.
+
+    Returns:
+      The tables.
+    """
+    n, ref = summary["families"], summary["reference"]
+    pct = f"{summary['tolerance']:.0%}"
+    lines = []
+    if summary["default_rates"]:
+        best = max(r["within"] for r in summary["default_rates"])
+        lines += [
+            f"one good default: adam at a fixed rate, within {pct} of {ref}",
+            f"  {'learning rate':<20} {'families':>12}",
+        ]
+        for r in summary["default_rates"]:
+            mark = " *" if r["within"] == best else ""
+            count = _count(r["within"], n)
+            lines.append(f"  {r['learning_rate']:<20.2g} {count:>12}{mark}")
+        lines.append("")
+    lines += [
+        f"families (of {n}) within {pct} of {ref or '-'} and no worse than the "
+        "median peer",
+        f"  {'optimizer':<20} {'within ' + pct:>12} {'<= median peer':>15}",
+    ]
+    for r in summary["optimizers"]:
+        close, median = _count(r["within"], n), _count(r["vs_median_peer"], n)
+        lines.append(f"  {r['optimizer']:<20} {close:>12} {median:>15}")
+    return "\n".join(lines)
