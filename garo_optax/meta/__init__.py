@@ -2,16 +2,21 @@
 
 Tasks are tuples of pure functions (:class:`Task`); task families sample
 populations of them that share one computation graph (:class:`TaskFamily`,
-built-in ones in :data:`FAMILIES`, split into :data:`META_TRAIN_FAMILIES` and
-:data:`HELD_OUT_FAMILIES`). :func:`unroll`, :func:`truncated_step`,
+built-in ones in :data:`FAMILIES`, split into :data:`META_TRAIN_FAMILIES`,
+the training-only :data:`EXTRA_TRAIN_FAMILIES` and :data:`HELD_OUT_FAMILIES`;
+:func:`augmented` and :func:`rescaled` randomise or fix their loss and
+parameter scales). :func:`unroll`, :func:`truncated_step`,
 :func:`full_meta_gradient` and :func:`make_meta_train` turn inner training into
 meta-gradients with respect to a :class:`garo_optax.GaroController`;
 :class:`Checkpointer` saves and resumes meta-training runs.
 """
 
+from garo_optax.meta._augment import augmented as augmented
+from garo_optax.meta._augment import rescaled as rescaled
 from garo_optax.meta._checkpoint import Checkpointer as Checkpointer
 from garo_optax.meta._checkpoint import load_controller as load_controller
 from garo_optax.meta._checkpoint import save_controller as save_controller
+from garo_optax.meta._families import EXTRA_TRAIN_FAMILIES as EXTRA_TRAIN_FAMILIES
 from garo_optax.meta._families import FAMILIES as FAMILIES
 from garo_optax.meta._families import HELD_OUT_FAMILIES as HELD_OUT_FAMILIES
 from garo_optax.meta._families import META_TRAIN_FAMILIES as META_TRAIN_FAMILIES
@@ -25,6 +30,13 @@ from garo_optax.meta._families import mnist1d_mlp_family as mnist1d_mlp_family
 from garo_optax.meta._families import noisy_quadratic_family as noisy_quadratic_family
 from garo_optax.meta._families import quadratic_family as quadratic_family
 from garo_optax.meta._families import rosenbrock_family as rosenbrock_family
+from garo_optax.meta._families_extra import (
+    autoencoder_digits_family as autoencoder_digits_family,
+)
+from garo_optax.meta._families_extra import (
+    mlp_breast_cancer_family as mlp_breast_cancer_family,
+)
+from garo_optax.meta._families_extra import rnn_sequence_family as rnn_sequence_family
 from garo_optax.meta._tasks import Task as Task
 from garo_optax.meta._tasks import TaskFamily as TaskFamily
 from garo_optax.meta._train import InnerState as InnerState
@@ -48,6 +60,7 @@ from garo_optax.meta._train import unroll as unroll
 
 __all__ = (
     "Checkpointer",
+    "EXTRA_TRAIN_FAMILIES",
     "FAMILIES",
     "HELD_OUT_FAMILIES",
     "InnerState",
@@ -58,6 +71,8 @@ __all__ = (
     "TaskFamily",
     "TruncatedState",
     "UnrollOutput",
+    "augmented",
+    "autoencoder_digits_family",
     "char_transformer_family",
     "check_config",
     "checkpointed_scan",
@@ -72,12 +87,15 @@ __all__ = (
     "make_meta_train",
     "meta_train",
     "mlp_digits_family",
+    "mlp_breast_cancer_family",
     "mnist1d_cnn_family",
     "mnist1d_mlp_family",
     "noisy_quadratic_family",
     "population_sharding",
     "quadratic_family",
+    "rescaled",
     "resolve_family",
+    "rnn_sequence_family",
     "rosenbrock_family",
     "save_controller",
     "truncated_init",

