@@ -123,6 +123,10 @@ _S6 = {
 for _id, _x6 in _S6.items():
     SPEC_VECTORS[_id][0].append(_x6)
 
+# The library's floor on b_t of "markov" and "chebyshev", as a fraction of lr0 (not
+# in the spec; see garo_optax.autosgm).
+LIBRARY_FLOOR = 0.01
+
 # Spec section 7: float32 scalars inside the original give <= 3e-7 relative error.
 SPEC_RTOL, SPEC_ATOL = 1e-5, 1e-7
 
@@ -150,6 +154,13 @@ def test_reference_matches_spec_vectors(row):
     # The init shift changes nothing here: no |w| < eps.
     traj2, _ = ref.autosgm_reference(*_problem_v(), 3, init_eps_shift=True, **cfg)
     np.testing.assert_array_equal(traj2[2][0], traj[2][0])
+    # Nor does the library's numerator floor: b_t stays above it on S and V.
+    for problem, steps in ((_problem_s(), 6), (_problem_v(), 3)):
+        plain, _ = ref.autosgm_reference(*problem, steps, **cfg)
+        floored, _ = ref.autosgm_reference(
+            *problem, steps, numerator_floor=LIBRARY_FLOOR, **cfg
+        )
+        np.testing.assert_array_equal(floored[-1][0], plain[-1][0])
 
 
 @pytest.mark.parametrize(
@@ -301,10 +312,10 @@ def _run_library(kwargs, window):
             leaves = jax.tree_util.tree_leaves(p)
             assert all(x.dtype == jnp.float64 for x in leaves)
             traj.append([np.asarray(x) for x in leaves])
-            lr_tree = optax.tree.get(state, "lr")
-            lr_leaves = jax.tree_util.tree_leaves(lr_tree)
-            assert len(lr_leaves) == len(leaves)
-            lrs.append([float(np.asarray(x).reshape(())) for x in lr_leaves])
+            # One entry per leaf, in flatten order.
+            lr = np.asarray(optax.tree.get(state, "lr"))
+            assert lr.shape == (len(leaves),)
+            lrs.append(lr.tolist())
     return traj, np.asarray(lrs)
 
 
@@ -328,7 +339,14 @@ def _compare(ref_out, lib_out):
 
 def _check(kwargs, window=True):
     win = _ref_window if window else None
-    ref_out = ref.autosgm_reference(PROBLEM[1], PROBLEM[3], STEPS, window=win, **kwargs)
+    ref_out = ref.autosgm_reference(
+        PROBLEM[1],
+        PROBLEM[3],
+        STEPS,
+        window=win,
+        numerator_floor=LIBRARY_FLOOR,
+        **kwargs,
+    )
     lib_kwargs = dict(kwargs)
     lib_kwargs["learning_rate"] = lib_kwargs.pop("lr")
     _compare(ref_out, _run_library(lib_kwargs, window))
@@ -431,6 +449,51 @@ EXTRA_CASES = {
 def test_autosgm_matches_reference_extra(name):
     kwargs, window = EXTRA_CASES[name]
     _check(kwargs, window)
+
+
+@pytest.mark.parametrize("numerator", ["markov", "chebyshev"])
+def test_zero_initialized_leaf_matches_reference(numerator):
+    """A zero-initialized leaf with d >= 1: frozen in the spec, moved by the floor.
+
+    Spec 4.1 (num_lrc 3, 4) gives x = w g / d = 0 and the lower clip
+    T(d) l = 0 there, so b_t = 0 and the leaf never moves; the library floors b_t
+    at 0.01 lr0. The library equals the reference with that floor, step by step.
+    """
+    target = {"b": np.array([1.0, -1.0, 2.0]), "w": np.array([0.5, 3.0, -2.0])}
+    params = {"b": np.zeros(3), "w": np.array([2.0, -1.0, 0.5])}
+    leaves0 = jax.tree_util.tree_leaves(params)
+    targets = jax.tree_util.tree_leaves(target)
+
+    def grads_fn(theta, t):
+        return [2.0 * (x - z) for x, z in zip(theta, targets)]
+
+    kwargs = dict(lr=0.05, numerator=numerator)
+    spec, _ = ref.autosgm_reference(leaves0, grads_fn, STEPS, **kwargs)
+    np.testing.assert_array_equal(spec[-1][0], 0.0)  # leaf "b" stays frozen
+    floored = ref.autosgm_reference(
+        leaves0, grads_fn, STEPS, numerator_floor=LIBRARY_FLOOR, **kwargs
+    )
+    assert np.all(np.sign(floored[0][-1][0]) == np.sign(targets[0]))
+    assert np.all(floored[1][:, 0] >= 0.9 * LIBRARY_FLOOR * 0.05 * (1 - 1e-12))
+
+    with jax.enable_x64(True):
+        tx = garo_optax.autosgm(0.05, numerator=numerator)
+        p = jax.tree_util.tree_map(jnp.asarray, params)
+
+        @jax.jit
+        def step(p, state):
+            g = jax.tree_util.tree_map(lambda x, z: 2.0 * (x - z), p, target)
+            updates, state = tx.update(g, state, p)
+            return optax.apply_updates(p, updates), state
+
+        state = tx.init(p)
+        for t in range(STEPS):
+            p, state = step(p, state)
+            lr = np.asarray(optax.tree.get(state, "lr"))
+            np.testing.assert_allclose(lr, floored[1][t], rtol=RTOL)
+            got = jax.tree_util.tree_leaves(p)
+            for a, b in zip(got, floored[0][t]):
+                np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL)
 
 
 def test_window_schedule_matches_reference_window():

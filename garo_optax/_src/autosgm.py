@@ -46,6 +46,17 @@ _READS_PARAMS = ("max_bound", "markov", "chebyshev")
 # pole of the exponential average that smooths a numerator (``EMA0.1``).
 _CLIP_FACTOR = 4.0
 _NUMERATOR_POLE = 0.1
+# Not in the original: the least b_t of "markov" and "chebyshev", as a fraction of
+# lr0. Their correlation w g / d is 0 on an all-zero leaf and their lower clip
+# T(d) l is 0 for d >= 1 (and tends to 0 as d -> 0), so without it a zero-initialized
+# leaf (a bias) never moves.
+_NUMERATOR_FLOOR = 0.01
+# Numerators with a complex form; "chebyshev_scalar" subtracts a norm from every
+# entry, which has no natural meaning for complex entries.
+_COMPLEX_NUMERATORS = ("constant", "max_bound", "markov", "chebyshev")
+
+# State fields holding one scalar per parameter leaf, stacked in a vector.
+_PER_LEAF_SCALARS = ("norm_mean", "norm_var", "lr_num", "lr")
 
 _NO_PARAMS_MSG = (
     "You are using a transformation that requires the current value of "
@@ -60,7 +71,7 @@ class ScaleByAutoSgmState(NamedTuple):
     # Smoothing filter: s_t / pole (s_t itself when pole = 0); with zero = 0 this
     # is the filter's momentum q_t, Adam's first moment.
     mu: optax.Updates
-    # Moment estimator (second moment of the gradient); None when not adaptive.
+    # Moment estimator (second moment of |g|, real); None when not adaptive.
     nu: optax.Updates | None
     # Numerator states (leaf-shaped): EMA of w^2 ("markov", "chebyshev").
     w_sq: optax.Updates | None
@@ -71,13 +82,16 @@ class ScaleByAutoSgmState(NamedTuple):
     # The correlation: the EMA of lr0 (w^2 + (g/d)^2) ("max_bound"), or the
     # discounted sum of the clipped partial correlations ("markov", "chebyshev").
     corr: optax.Updates | None
-    # Per-leaf scalars of "chebyshev_scalar": EMAs of ||v|| and of r^2.
-    norm_mean: optax.Updates | None
-    norm_var: optax.Updates | None
-    # Per-leaf scalars: the EMA0.1 numerator L ("max_bound", "markov", "chebyshev").
-    lr_num: optax.Updates | None
-    # Per-leaf scalars: the effective learning rate rho_t a_t of the last step.
-    lr: optax.Updates
+    # Per-leaf scalars are vectors with one entry per parameter leaf, in
+    # ``jax.tree.leaves(params)`` order (not params-shaped trees, which
+    # ``optax.tree.map_params`` would give the parameters' shardings).
+    # "chebyshev_scalar": EMAs of ||v|| and of r^2.
+    norm_mean: jax.Array | None  # shape=(num_leaves,)
+    norm_var: jax.Array | None  # shape=(num_leaves,)
+    # The EMA0.1 numerator L ("max_bound", "markov", "chebyshev").
+    lr_num: jax.Array | None  # shape=(num_leaves,)
+    # The effective learning rate rho_t a_t of the last step, per leaf.
+    lr: jax.Array  # shape=(num_leaves,)
     # The clipped correlation ("markov", "chebyshev"): the per-element terms whose
     # mean is the numerator's b_t, kept as a buffer the step rewrites in place
     # (float32, or float64 for float64 parameters).
@@ -99,10 +113,64 @@ def _tukey(u: jax.Array) -> jax.Array:
     return u * jnp.square(1.0 - u * u)
 
 
+def _real_dtype(dtype) -> jnp.dtype:
+    # complex64 -> float32, complex128 -> float64; a real dtype is kept.
+    dtype = jnp.dtype(dtype)
+    return jnp.finfo(dtype).dtype if _is_complex(dtype) else dtype
+
+
+def _is_complex(dtype) -> bool:
+    return jnp.issubdtype(jnp.dtype(dtype), jnp.complexfloating)
+
+
+def _compute_dtypes(*dtypes) -> tuple[jnp.dtype, jnp.dtype]:
+    # (real, leaf) compute dtypes: float32 or float64, and its complex twin when a
+    # dtype is complex. Not jnp.promote_types: it raises under strict promotion.
+    real = numerics.widest_float(*map(_real_dtype, dtypes))
+    if any(map(_is_complex, dtypes)):
+        return real, jnp.dtype(jnp.complex128 if real.itemsize > 4 else jnp.complex64)
+    return real, real
+
+
+def _abs_sq(x: jax.Array) -> jax.Array:
+    # |x|^2 = x conj(x), real (jnp.square(x) would square the complex number).
+    return (x.conj() * x).real if jnp.iscomplexobj(x) else jnp.square(x)
+
+
+def _real_dot(a: jax.Array, b: jax.Array) -> jax.Array:
+    # Re(conj(a) b) elementwise, the inner product of C read as R^2; a b if real.
+    if jnp.iscomplexobj(a) or jnp.iscomplexobj(b):
+        return a.real * b.real + a.imag * b.imag
+    return a * b
+
+
+def _over(x: jax.Array, d: jax.Array) -> jax.Array:
+    # x / d for a real d; a complex x is divided part by part (strict promotion).
+    if jnp.iscomplexobj(x):
+        return jax.lax.complex(x.real / d, x.imag / d)
+    return x / d
+
+
 def _leaf_mean(x: jax.Array, dtype) -> jax.Array:
     if x.size == 0:
         return jnp.zeros([], dtype)
     return jnp.mean(x, dtype=dtype).astype(dtype)
+
+
+def _check_complex_leaves(params, numerator: str, mu_dtype) -> None:
+    """Raises ValueError for a complex leaf the configuration cannot handle."""
+    for path, leaf in jax.tree.leaves_with_path(params):
+        name = f"params{jax.tree_util.keystr(path)}"
+        if _is_complex(leaf.dtype) and numerator not in _COMPLEX_NUMERATORS:
+            raise ValueError(
+                f"numerator={numerator!r} does not support complex parameters, got "
+                f"{name} of dtype {leaf.dtype}; use one of {_COMPLEX_NUMERATORS}"
+            )
+        if mu_dtype is not None and _is_complex(mu_dtype) != _is_complex(leaf.dtype):
+            raise ValueError(
+                f"mu_dtype={jnp.dtype(mu_dtype)} cannot hold the smoothing state of "
+                f"{name} of dtype {leaf.dtype}: both must be real or both complex"
+            )
 
 
 def _check_arguments(
@@ -201,7 +269,7 @@ def scale_by_autosgm(
       >>> params = {"w": jnp.array([1.0, -2.0])}
       >>> state = tx.init(params)
       >>> updates, state = tx.update({"w": jnp.array([0.5, -0.5])}, state, params)
-      >>> print(f"{optax.tree.get(state, 'lr')['w']:.5f}")
+      >>> print(f"{optax.tree.get(state, 'lr')[0]:.5f}")
       0.02471
     """
     _check_arguments(
@@ -236,13 +304,20 @@ def scale_by_autosgm(
     uses_lr_num = numerator in _READS_PARAMS
 
     def init_fn(params):
-        sdt = numerics.scalar_dtype(params)
+        _check_complex_leaves(params, numerator, mu_dtype)
+        leaves = jax.tree.leaves(params)
+        sdt = numerics.widest_float(*(_real_dtype(p.dtype) for p in leaves))
 
         def zeros(dtype=None):
             return jax.tree.map(lambda p: jnp.zeros_like(p, dtype or p.dtype), params)
 
-        def scalars():
-            return jax.tree.map(lambda p: jnp.zeros([], sdt), params)
+        def real_zeros():  # moments of |g| are real, also for complex parameters
+            return jax.tree.map(
+                lambda p: jnp.zeros_like(p, _real_dtype(p.dtype)), params
+            )
+
+        def scalars():  # one entry per leaf: not a params-shaped tree (map_params)
+            return jnp.zeros([len(leaves)], sdt)
 
         def leaf_state(*names):
             # Numerator averages decay by beta_n (0.9999 by default): bfloat16
@@ -250,20 +325,21 @@ def scale_by_autosgm(
             if numerator not in names:
                 return None
             return jax.tree.map(
-                lambda p: jnp.zeros_like(p, numerics.widest_float(p.dtype)), params
+                lambda p: jnp.zeros_like(p, _compute_dtypes(p.dtype)[0]), params
             )
 
         def clip_state():  # in the step's compute dtype, which its sum reads
             def clip(p):
-                dtypes = (p.dtype, mu_dtype or p.dtype)
-                return jnp.zeros_like(p, numerics.widest_float(*dtypes))
+                return jnp.zeros_like(
+                    p, _compute_dtypes(p.dtype, mu_dtype or p.dtype)[0]
+                )
 
             return jax.tree.map(clip, params)
 
         return ScaleByAutoSgmState(
             count=jnp.zeros([], jnp.int32),
             mu=zeros(mu_dtype),
-            nu=zeros() if adaptive else None,
+            nu=real_zeros() if adaptive else None,
             w_sq=leaf_state("markov", "chebyshev"),
             x_mean=leaf_state("markov", "chebyshev"),
             x_var=leaf_state("chebyshev"),
@@ -289,10 +365,8 @@ def scale_by_autosgm(
         mus, nus = leaves(state.mu), leaves(state.nu)
         w_sqs, x_means = leaves(state.w_sq), leaves(state.x_mean)
         x_vars, corrs = leaves(state.x_var), leaves(state.corr)
-        norm_means, norm_vars = leaves(state.norm_mean), leaves(state.norm_var)
-        lr_nums, lr_prev = leaves(state.lr_num), leaves(state.lr)
         corr_clips = leaves(state.corr_clip)
-        sdt = lr_prev[0].dtype if lr_prev else jnp.dtype(jnp.float32)
+        sdt = state.lr.dtype
 
         def scalar(x):
             return jnp.asarray(x, sdt)
@@ -356,10 +430,14 @@ def scale_by_autosgm(
         for i in range(num):
             g_in, w, mu = grads[i], ws[i], mus[i]
             dtypes = [g_in.dtype, mu.dtype] + ([] if w is None else [w.dtype])
-            cd = numerics.widest_float(*dtypes)
+            # rd: the statistics' dtype; cd: the leaf's (complex for complex leaves).
+            rd, cd = _compute_dtypes(*dtypes)
 
             def c(x, cd=cd):  # a scalar in the leaf's compute dtype
                 return x.astype(cd) if isinstance(x, jax.Array) else x
+
+            def r(x, rd=rd):  # a scalar in the statistics' (real) dtype
+                return x.astype(rd) if isinstance(x, jax.Array) else x
 
             g = g_in.astype(cd)
             if w is not None:
@@ -371,14 +449,14 @@ def scale_by_autosgm(
             d = None
             if adaptive:
                 nu = nus[i]
-                nu_new = c(beta2) * nu.astype(cd) + c(moment_gain) * jnp.square(g)
+                nu_new = r(beta2) * nu.astype(rd) + r(moment_gain) * _abs_sq(g)
                 new["nu"].append(nu_new.astype(nu.dtype))
 
-                def denominator(scale, nu_new=nu_new, cd=cd):
-                    p = nu_new if scale is None else c(scale, cd) * nu_new
+                def denominator(scale, nu_new=nu_new, rd=rd):
+                    p = nu_new if scale is None else r(scale, rd) * nu_new
                     if eps_in_sqrt:
-                        p = p + c(eps_, cd)
-                    return jnp.sqrt(p) + c(eps_, cd)
+                        p = p + r(eps_, rd)
+                    return jnp.sqrt(p) + r(eps_, rd)
 
                 if numerator == "constant":
                     d = denominator(moment_scale)
@@ -408,7 +486,7 @@ def scale_by_autosgm(
                 # scale_q q / d + scale_w w, without a materialized copy of v.
                 v = q if scale_q is None else c(scale_q, cd) * q
                 if d is not None:
-                    v = v / d
+                    v = _over(v, d)
                 if scale_w is not None:
                     v = v + c(scale_w, cd) * w
                 return v
@@ -419,57 +497,61 @@ def scale_by_autosgm(
             elif numerator == "chebyshev_scalar":
                 v = direction(out_scale, wd_scale if decoupled else None)
                 norm = jnp.sqrt(numerics.squared_norm(v, sdt))
-                mean = bn * norm_means[i] + (1.0 - bn) * norm
-                r = jnp.sqrt(numerics.squared_norm(v - c(mean), sdt)) + eps_
-                var = bn * norm_vars[i] + (1.0 - bn) * jnp.square(r)
+                mean = bn * state.norm_mean[i] + (1.0 - bn) * norm
+                dev = jnp.sqrt(numerics.squared_norm(v - c(mean), sdt)) + eps_
+                var = bn * state.norm_var[i] + (1.0 - bn) * jnp.square(dev)
                 sigma = jnp.sqrt(var) + eps_
-                a = lr0 * jnp.minimum(r, _CLIP_FACTOR * sigma) / r
+                a = lr0 * jnp.minimum(dev, _CLIP_FACTOR * sigma) / dev
                 new["norm_mean"].append(mean)
                 new["norm_var"].append(var)
             else:
                 # Each loop below (one per state array, then the sum) computes the
                 # quotient x = w g / d with its own d (see d_scales).
-                bn_c, lr0_c, rest = c(bn), c(lr0), c(1.0 - bn)
+                # The statistics are real: |.|^2 and Re(conj(w) g / d) for
+                # complex leaves.
+                bn_c, lr0_c, rest = r(bn), r(lr0), r(1.0 - bn)
                 corr = corrs[i]
 
                 def ratio(k, g=g):  # g / d with the k-th copy of d
-                    return g / denominator(d_scales[k])
+                    return _over(g, denominator(d_scales[k]))
 
                 if numerator == "max_bound":
-                    corr_new = bn_c * corr.astype(cd) + c((1.0 - bn) * lr0) * (
-                        jnp.square(w) + jnp.square(ratio(1))
+                    corr_new = bn_c * corr.astype(rd) + r((1.0 - bn) * lr0) * (
+                        _abs_sq(w) + _abs_sq(ratio(1))
                     )
                     # XLA:CPU sums in a library (YNNPACK) fusion that stores a
                     # broadcast scalar which another leaf of the same shape also
                     # uses as a full array: sign(t + i) = 1 makes lr0 this leaf's.
-                    o = jnp.minimum(corr_new, c(lr0 * jnp.sign(t + i)))
+                    o = jnp.minimum(corr_new, r(lr0 * jnp.sign(t + i)))
                 else:
                     w_sq = w_sqs[i]
-                    w_sq_new = bn_c * w_sq.astype(cd) + rest * jnp.square(w)
+                    w_sq_new = bn_c * w_sq.astype(rd) + rest * _abs_sq(w)
                     new["w_sq"].append(w_sq_new.astype(w_sq.dtype))
                     # 1 + omega; markov: omega is the post-state beta_n EMA.
                     one_omega = 1.0 + (
                         bn_c * w_sq_new if numerator == "markov" else w_sq_new
                     )
                     x_mean = x_means[i]
-                    x = w * ratio(2)  # x = w g / d in the correlation's loop
+                    x = _real_dot(w, ratio(2))  # w g / d in the correlation's loop
                     if numerator == "markov":
-                        mag = jnp.abs(w * ratio(1)) + c(eps_)
-                        x_mean_new = bn_c * x_mean.astype(cd) + rest * mag
-                        mag = jnp.abs(x) + c(eps_)
+                        mag = jnp.abs(_real_dot(w, ratio(1))) + r(eps_)
+                        x_mean_new = bn_c * x_mean.astype(rd) + rest * mag
+                        mag = jnp.abs(x) + r(eps_)
                         h = x * jnp.minimum(mag, _CLIP_FACTOR * x_mean_new) / mag
                     else:
-                        x_mean_new = bn_c * x_mean.astype(cd) + rest * (w * ratio(1))
+                        x_mean_new = bn_c * x_mean.astype(rd) + rest * _real_dot(
+                            w, ratio(1)
+                        )
                         x_var = x_vars[i]
-                        r = jnp.abs(w * ratio(4) - x_mean_new) + c(eps_)
-                        x_var_new = bn_c * x_var.astype(cd) + rest * jnp.square(r)
+                        dev = jnp.abs(_real_dot(w, ratio(4)) - x_mean_new) + r(eps_)
+                        x_var_new = bn_c * x_var.astype(rd) + rest * jnp.square(dev)
                         new["x_var"].append(x_var_new.astype(x_var.dtype))
-                        r = jnp.abs(x - x_mean_new) + c(eps_)
-                        sigma = jnp.sqrt(x_var_new) + c(eps_)
-                        h = x * jnp.minimum(r, sigma) / r
+                        dev = jnp.abs(x - x_mean_new) + r(eps_)
+                        sigma = jnp.sqrt(x_var_new) + r(eps_)
+                        h = x * jnp.minimum(dev, sigma) / dev
                     new["x_mean"].append(x_mean_new.astype(x_mean.dtype))
                     # c_t = beta_n c_{t-1} + ell h with ell = lr0 / (1 + omega).
-                    corr_new = bn_c * corr.astype(cd) + lr0_c * h / one_omega
+                    corr_new = bn_c * corr.astype(rd) + lr0_c * h / one_omega
                     o = jnp.minimum(
                         jnp.maximum(
                             jnp.abs(corr_new),
@@ -482,11 +564,13 @@ def scale_by_autosgm(
                     # an expression (about one pass per operation), and a fresh
                     # temporary array would cost page faults. The select (t >= 1)
                     # reads the old buffer, so that jit keeps it and reuses it.
-                    o = jnp.where(t < 0, corr_clips[i].astype(cd), o)
+                    o = jnp.where(t < 0, corr_clips[i].astype(rd), o)
                     new["corr_clip"].append(o.astype(corr_clips[i].dtype))
                 new["corr"].append(corr_new.astype(corr.dtype))
                 b = _leaf_mean(o, sdt)
-                a = _NUMERATOR_POLE * lr_nums[i] + (1.0 - _NUMERATOR_POLE) * b
+                if numerator != "max_bound":
+                    b = jnp.maximum(b, _NUMERATOR_FLOOR * lr0)
+                a = _NUMERATOR_POLE * state.lr_num[i] + (1.0 - _NUMERATOR_POLE) * b
                 new["lr_num"].append(a)
 
             lr = a if rho is None else rho * a
@@ -497,9 +581,17 @@ def scale_by_autosgm(
 
         def tree(name):
             old = getattr(state, name)
-            if name in ("mu", "lr") or old is not None:
-                return treedef.unflatten(new[name])
-            return None
+            if old is None and name not in ("mu", "lr"):
+                return None
+            if name in _PER_LEAF_SCALARS:  # a vector, one entry per leaf
+                if not new[name]:
+                    return old
+                if name == "lr":
+                    # Nothing else reads the old lr; the select (t >= 1) does, so
+                    # jit keeps it and a donated state reuses its buffer.
+                    return jnp.where(t < 0, old, jnp.stack(new[name]))
+                return jnp.stack(new[name])
+            return treedef.unflatten(new[name])
 
         fields = {k: tree(k) for k in ScaleByAutoSgmState._fields if k != "count"}
         return treedef.unflatten(out), ScaleByAutoSgmState(count=count, **fields)
@@ -595,12 +687,19 @@ def autosgm(
       :math:`h = x \min(r, \sqrt{E[r^2]} + \epsilon) / r`;
 
     and for the last two :math:`c = S[\ell h]`,
-    :math:`b_t = \operatorname{mean} \operatorname{clip}(|c|, T(d)\,\ell,
-    \alpha_t (1 + \omega))`.
+    :math:`b_t = \max(\operatorname{mean} \operatorname{clip}(|c|, T(d)\,\ell,
+    \alpha_t (1 + \omega)), 0.01\,\alpha_t)`. The floor :math:`0.01\,\alpha_t`
+    is not in the original: there :math:`x = 0` on an all-zero leaf and
+    :math:`T(d) = 0` for :math:`d \ge 1` (and :math:`T(d) \to 0` as
+    :math:`d \to 0`), so a zero-initialized leaf (a bias) would never move,
+    whatever the loss scale. On other leaves it only lifts the first steps of
+    the warm-up, where :math:`b_t` is still small.
 
-    The state field ``lr`` holds :math:`\rho_t a_t` per leaf (a tree of scalars
-    with the parameters' structure, zero before the first step). Memory: two
-    parameter-sized states (``mu``, and ``nu`` when adaptive), plus one for
+    The state field ``lr`` holds :math:`\rho_t a_t` of each leaf, a vector with
+    one entry per leaf in ``jax.tree.leaves(params)`` order (zero before the
+    first step); ``jax.tree.unflatten(jax.tree.structure(params), lr)`` makes it a
+    tree. Memory: two parameter-sized states (``mu``, and ``nu`` when
+    adaptive), plus one for
     ``"max_bound"``, four for ``"markov"`` and five for ``"chebyshev"`` (one of
     them, ``corr_clip``, holds the terms whose mean is :math:`b_t`: it buys a
     faster step on XLA:CPU); the ``"constant"`` numerator costs what
@@ -610,9 +709,10 @@ def autosgm(
     :func:`optax.inject_hyperparams`, where ``weight_decay`` is an array whose
     value is not known when the transform is built). No extra arguments are read.
     The numerator averages are kept in float32 at least, whatever the parameters'
-    dtype. Per-leaf scalar fields (``lr``, ``lr_num``) have the parameters' tree
-    structure, so :func:`optax.tree.map_params` maps them too (give it a function
-    that accepts 0-d leaves). Next to another transform with an ``lr`` field (two
+    dtype. The per-leaf scalar fields (``lr``, ``lr_num``, ``norm_mean``,
+    ``norm_var``) are such vectors, not trees shaped like the parameters, so
+    :func:`optax.tree.map_params` treats them as non-parameters (replicated in
+    the multi-device recipe). Next to another transform with an ``lr`` field (two
     AutoSGM groups in :func:`optax.partition`, or CLARA in the same chain), read
     it with ``optax.tree.get(state, "lr", filtering=...)`` or from the sub-state.
 
@@ -620,8 +720,11 @@ def autosgm(
       Differences from the PyTorch original (version D): the original keeps a
       master copy of the parameters and shifts entries with
       :math:`|w| < \epsilon` by :math:`+\epsilon` at its first step; this
-      transform emits updates and does not shift parameters (the effect is at
-      most :math:`\epsilon` per entry). Its scalar statistics are float32 even
+      transform emits updates and does not shift parameters. The difference is
+      not bounded by :math:`\epsilon`: the shift lets an all-zero leaf of
+      ``"markov"`` or ``"chebyshev"`` creep up from :math:`\epsilon` (1e-9 after
+      500 steps at lr 1e-3), while here the numerator floor above moves it. The
+      original's scalar statistics are float32 even
       for float64 parameters; here they are float32, or float64 when a parameter
       leaf is float64. The original's per-tensor step counters are one global
       count (the same when every leaf gets a gradient every step). A schedule
@@ -629,6 +732,16 @@ def autosgm(
       numerators too. The original ignores ``num_lrc`` without ``aoptlr``; here a
       non-constant ``numerator`` with ``adaptive=False`` raises ``ValueError``
       (:func:`from_asgm_config` keeps the original's behaviour).
+
+    Complex parameters are supported as in :func:`optax.adam` (pass the
+    conjugate of JAX's gradient, as for any optax optimizer): squares are
+    :math:`|z|^2 = z \bar z`, so ``nu``, :math:`d_t`, the numerator statistics
+    and ``lr`` are real, and the correlation of ``"markov"`` and ``"chebyshev"``
+    is :math:`x = \operatorname{Re}(\bar w \hat g)`, the inner product of
+    :math:`\mathbb{C}` read as :math:`\mathbb{R}^2`. ``"chebyshev_scalar"``
+    subtracts a norm from every entry, which has no complex form: ``init``
+    raises ``ValueError`` naming the first complex leaf; so does a real
+    ``mu_dtype`` for a complex leaf (and a complex one for a real leaf).
 
     A non-finite gradient is not skipped: it reaches the moments and the
     numerator states, as in :func:`optax.adam`, and that step's update is
@@ -842,7 +955,8 @@ def from_asgm_config(
       run only when ``rcm != 0``, since the original ignores ``rc_cfg`` then;
     * ``maximize`` is not a configuration here: chain ``optax.scale(-1.0)``
       instead; the Huber/Chebyshev constant ``cf`` is fixed at 4 as in the
-      original's default; complex parameters are not supported.
+      original's default; complex parameters are handled as in
+      :func:`autosgm` (the original uses their real part).
 
     Args:
       lr_cfg: ``(aoptlr, lr_init, num_lrc)``.

@@ -24,7 +24,11 @@ Conventions
   (spec section 7), so expect <= 3e-7 relative deviation from the original.
 * The original's "+eps on every element with |w| < eps at init" (spec section 4,
   step 0) is off by default (the library does not reproduce it); turn it on with
-  ``init_eps_shift=True``.
+  ``init_eps_shift=True``. The difference is not bounded by eps: an all-zero
+  tensor whose d >= 1 stays at 0 without the shift and creeps up from eps with it.
+* ``numerator_floor`` is not in the spec (its default 0 is the spec): the library
+  floors b_t of num_lrc 3 and 4 at ``numerator_floor * lr`` with 0.01, so that
+  such a tensor moves; pass 0.01 to compare with the library.
 * Returns ``(trajectory, lrs)``: ``trajectory[t-1]`` is the list of parameter
   arrays after step t, and ``lrs[t-1, i]`` is rho_t * a_t of tensor i at step t.
 """
@@ -105,6 +109,7 @@ def autosgm_reference(
     weight_decay_mode="coupled",
     window=None,
     init_eps_shift=False,
+    numerator_floor=0.0,
 ):
     """Runs AutoSGM version D for ``steps`` steps; see the module docstring."""
     if numerator not in NUMERATORS:
@@ -191,7 +196,7 @@ def autosgm_reference(
                 o = np.minimum(
                     np.maximum(np.abs(c), tukey(d) * ell), ell * (1 + omega) ** 2
                 )
-                b = float(np.mean(o))
+                b = max(float(np.mean(o)), numerator_floor * lr0)
                 L[i] = 0.1 * L[i] + 0.9 * b
                 a = L[i]
             elif numerator == "chebyshev":
@@ -207,7 +212,7 @@ def autosgm_reference(
                 o = np.minimum(
                     np.maximum(np.abs(c), tukey(d) * ell), ell * (1 + omega) ** 2
                 )
-                b = float(np.mean(o))
+                b = max(float(np.mean(o)), numerator_floor * lr0)
                 L[i] = 0.1 * L[i] + 0.9 * b
                 a = L[i]
             # Step 9: the update.
