@@ -219,7 +219,7 @@ def test_mismatched_controller_raises(key):
         garo_optax.scale_by_garo(per_tensor)
     with pytest.raises(ValueError, match="GaroController"):
         garo_optax.scale_by_garo({"w": jnp.zeros(3)})
-    with pytest.raises(ValueError, match="unknown init_controller options"):
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
         garo_optax.garo(learning_rate=0.1)
     with pytest.raises(ValueError, match="not both"):
         garo_optax.scale_by_garo(theta, hidden_size=4)

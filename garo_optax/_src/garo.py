@@ -17,6 +17,7 @@ differentiate through them. GARO acts on the *incoming updates*:
 preconditioned direction.
 """
 
+import functools
 from typing import Literal, NamedTuple
 
 import jax
@@ -33,44 +34,52 @@ NO_PARAMS_MSG = (
 
 
 class GaroState(NamedTuple):
-    """State of :func:`scale_by_garo`: hidden state, momentum, statistics, hparams."""
+    """State of :func:`scale_by_garo`: hidden state, moments, statistics, hparams.
+
+    ``lr``, ``mom`` and ``wd`` are what the controller emitted and the last step
+    applied (not a rate the user sets: the controller decides every step).
+    """
 
     count: jax.Array  # shape=(), dtype=jnp.int32: non-skipped steps.
-    h: jax.Array  # shape=(H,): the GRU hidden state.
-    momentum: optax.Updates  # the heavy-ball buffer v.
-    g_ema: jax.Array  # shape=(): raw EMA of the gradient norm G.
+    h: jax.Array  # shape=(H,) or (K, H): the GRU hidden state(s).
+    momentum: optax.Updates  # heavy-ball buffer v (seed), Adam's m (scale-free).
+    g_ema: jax.Array  # shape=() or (K,): raw EMA of the gradient norm G.
     loss_mean: jax.Array  # shape=(): raw EMA of the loss.
     loss_var: jax.Array  # shape=(): raw EMA of the squared loss deviation.
     loss_count: jax.Array  # shape=(), dtype=jnp.int32: finite losses seen.
-    lr: jax.Array  # shape=(): learning rate used at the last step.
-    mom: jax.Array  # shape=(): momentum used at the last step.
-    wd: jax.Array  # shape=(): weight decay used at the last step.
+    lr: jax.Array  # shape=() or (K,): learning rate used at the last step.
+    mom: jax.Array  # shape=() or (K,): momentum used at the last step.
+    wd: jax.Array  # shape=() or (K,): weight decay used at the last step.
     skipped: jax.Array  # shape=(), dtype=jnp.int32: skipped non-finite steps.
+    nu: optax.Updates = None  # scale-free: Adam's second moment; else None.
+    first_moment_scale: jax.Array | None = None  # scale-free: 1 - prod(mom).
+    loss_first: jax.Array | None = None  # scale-free: the first finite loss.
 
 
-_INIT_OPTIONS = (
+_CONTROLLER_OPTIONS = (
     "hidden_size",
     "head_init_scale",
     "learning_rate_init",
     "momentum_init",
     "weight_decay_init",
+    "scale_free",
 )
 
 
-def _options(init_kwargs: dict) -> dict:
-    # `optax.inject_hyperparams` binds the signature and passes the collected
-    # options back as one keyword, `init_kwargs={...}`: unwrap it.
-    nested = init_kwargs.pop("init_kwargs", None)
-    if isinstance(nested, dict):
-        init_kwargs = {**nested, **init_kwargs}
-    elif nested is not None:
-        raise ValueError(f"unknown option init_kwargs={nested!r}")
-    unknown = sorted(set(init_kwargs) - set(_INIT_OPTIONS))
-    if unknown:
-        raise ValueError(
-            f"unknown init_controller options {unknown}; allowed: {_INIT_OPTIONS}"
+def _build_controller(controller, granularity, seed, options) -> ctl.GaroController:
+    """The given controller, or one drawn from ``seed`` and ``options``."""
+    options = {k: v for k, v in options.items() if v is not None}
+    ctl.check_options(granularity=granularity, **options)
+    if controller is None:
+        return ctl.init_controller(
+            jax.random.PRNGKey(seed), granularity=granularity, **options
         )
-    return init_kwargs
+    if options:
+        raise ValueError(
+            "pass either a controller or init_controller options, not both; got "
+            f"options {sorted(options)}"
+        )
+    return controller
 
 
 def _cast(controller: ctl.GaroController, dtype) -> ctl.GaroController:
@@ -83,6 +92,119 @@ def _mean_over(h: jax.Array, weights: jax.Array) -> jax.Array:
     return jnp.sum(h * weights[:, None], axis=0) / total
 
 
+def _real_dtype(dtype) -> jnp.dtype:
+    """The dtype of |x| for x of ``dtype`` (float32 for complex64)."""
+    return jnp.finfo(dtype).dtype
+
+
+def _work_dtype(leaf_dtype, dtype) -> jnp.dtype:
+    """The element-wise compute dtype: ``dtype``, complex for complex leaves."""
+    real = numerics.widest_float(_real_dtype(leaf_dtype), dtype)
+    if jnp.issubdtype(leaf_dtype, jnp.complexfloating):
+        return jnp.result_type(real, jnp.complex64)
+    return real
+
+
+def _abs2(x: jax.Array) -> jax.Array:
+    """|x|^2, real (x * conj(x) for complex x)."""
+    if jnp.iscomplexobj(x):
+        return jnp.square(x.real) + jnp.square(x.imag)
+    return x * x
+
+
+def _real_dot(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Re(a * conj(b)) element-wise: the terms of the real inner product."""
+    if jnp.iscomplexobj(a):
+        return a.real * b.real + a.imag * b.imag
+    return a * b
+
+
+def _leaf_sums(g, m, nu, work, dtype, design, skip_nonfinite):
+    """One pass over a leaf for every statistic of the step (a tuple of sums)."""
+    g, m = g.astype(work), m.astype(work)
+    terms = (_abs2(g), _real_dot(g, m), _abs2(m))
+    if design.scale_free:  # |m / (sqrt(nu) + eps)|^2, the last direction's size.
+        eps = jnp.asarray(design.eps, dtype)
+        terms += (_abs2(m).astype(dtype) / jnp.square(ctl.safe_sqrt(nu) + eps),)
+    if skip_nonfinite:
+        terms += (jnp.real(g * 0),)  # NaN exactly when g is not finite.
+    return jnp.stack(numerics.fused_sums(*terms, dtype=dtype))
+
+
+def _tree_sums(grads, moms, nus, work, dtype, design, skip_nonfinite, per_tensor):
+    """The per-leaf sums stacked as (K, T), summed over leaves unless per tensor."""
+    num_terms = 3 + design.scale_free + skip_nonfinite
+    rows = [
+        _leaf_sums(g, m, nu, w, dtype, design, skip_nonfinite)
+        for g, m, nu, w in zip(grads, moms, nus, work)
+    ]
+    table = jnp.stack(rows) if rows else jnp.zeros([0, num_terms], dtype)
+    return table if per_tensor else jnp.sum(table, axis=0)
+
+
+def _loss_moments(loss, loss_ok, state: GaroState):
+    """The loss EMAs after this step's loss (unchanged for a non-finite one)."""
+    dtype = state.loss_mean.dtype
+    beta = jnp.asarray(ctl.LOSS_BETA, dtype)
+    new_mean = beta * state.loss_mean + (1 - beta) * loss
+    t = (state.loss_count + 1).astype(dtype)
+    deviation = loss - new_mean / (1 - beta**t)
+    # Capped, so that an absurd loss cannot overflow the variance.
+    squared = jnp.minimum(deviation**2, jnp.asarray(1e30, dtype))
+    new_var = beta * state.loss_var + (1 - beta) * squared
+    mean = jnp.where(loss_ok, new_mean, state.loss_mean)
+    var = jnp.where(loss_ok, new_var, state.loss_var)
+    return mean, var
+
+
+def _seed_leaf_step(g, v, theta, hp, work, finite, coupled_wd):
+    """Heavy ball with decoupled (or coupled) weight decay: (update, new v)."""
+    lr, mom, wd = (x.astype(work) for x in hp)
+    gw = g.astype(work)
+    decay = None if theta is None else wd * theta.astype(work)
+    if coupled_wd and decay is not None:
+        gw = gw + decay
+    v_w = v.astype(work)
+    v_new = jnp.where(finite, mom * v_w + gw, v_w).astype(v.dtype)
+    # The step reads the stored buffer, not a recomputation from the old one,
+    # so that XLA can overwrite the donated buffer without a copy.
+    step = v_new.astype(work)
+    if decay is not None and not coupled_wd:
+        step = step + decay
+    return jnp.where(finite, lr * step, 0).astype(g.dtype), v_new
+
+
+class _AdamScales(NamedTuple):
+    """Per-step scalars of the scale-free leaf step."""
+
+    first: jax.Array  # 1 - prod(mom), including this step.
+    second: jax.Array  # 1 - b2^t.
+
+
+def _scale_free_leaf_step(g, m, nu, theta, hp, scales, design, work, finite, coupled):
+    """Adam's normalized direction at the controller's rate: (update, m, nu)."""
+    lr, mom, wd = hp
+    gw = g.astype(work)
+    decay = None if theta is None else wd.astype(work) * theta.astype(work)
+    if coupled and decay is not None:
+        gw = gw + decay
+    b2 = jnp.asarray(design.b2, nu.dtype)
+    m_new = mom.astype(work) * m.astype(work) + (1 - mom).astype(work) * gw
+    nu_new = b2 * nu + (1 - b2) * _abs2(gw).astype(nu.dtype)
+    m_new = jnp.where(finite, m_new, m.astype(work)).astype(m.dtype)
+    nu_new = jnp.where(finite, nu_new, nu)
+    # sqrt with a zero derivative at 0: a never-touched element (nu = 0) must
+    # not turn a meta-gradient into inf * 0.
+    denominator = ctl.safe_sqrt(nu_new / scales.second) + jnp.asarray(
+        design.eps, nu.dtype
+    )
+    step = (m_new.astype(work) / scales.first.astype(work)) / denominator.astype(work)
+    if decay is not None and not coupled:
+        step = step + decay
+    update = jnp.where(finite, lr.astype(work) * step, 0).astype(g.dtype)
+    return update, m_new, nu_new
+
+
 def scale_by_garo(
     controller: ctl.GaroController | None = None,
     *,
@@ -92,9 +214,14 @@ def scale_by_garo(
     momentum_nonneg: bool = False,
     skip_nonfinite: bool = True,
     seed: int = 0,
-    **init_kwargs,
+    hidden_size: int | None = None,
+    head_init_scale: float | None = None,
+    learning_rate_init: float | None = None,
+    momentum_init: float | None = None,
+    weight_decay_init: float | None = None,
+    scale_free: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""The GARO step without the sign flip: ``lr * (v + wd * params)``.
+    r"""The GARO step without the sign flip (see :func:`garo`).
 
     See :func:`garo` for the update equations and the arguments. Chain
     :func:`optax.scale_by_learning_rate` ``(1.0)`` after it for a descent step,
@@ -102,16 +229,23 @@ def scale_by_garo(
 
     Args:
       controller: the controller weights; ``None`` draws them with
-        :func:`garo_optax.init_controller` from ``seed`` and ``init_kwargs``.
+        :func:`garo_optax.init_controller` from ``seed`` and the options.
       granularity: ``"global"`` or ``"per_tensor"`` (see :func:`garo`).
       lagged: take the hyperparameters of step :math:`t` from
         :math:`h_{t-1}` (step 1 then uses exactly the ``*_init`` values).
       coupled_wd: add ``wd * params`` to the gradient before the momentum.
-      momentum_nonneg: clip the momentum to [0, 0.99].
+      momentum_nonneg: clip the momentum to [0, 0.99] (always so in the
+        scale-free design).
       skip_nonfinite: on a non-finite incoming update, emit zeros and keep the
         state (only ``skipped`` counts the step).
       seed: seed of the controller drawn when ``controller`` is ``None``.
-      **init_kwargs: options of :func:`garo_optax.init_controller`.
+      hidden_size: option of :func:`garo_optax.init_controller` (``None``: its
+        default); static.
+      head_init_scale: option of :func:`garo_optax.init_controller`.
+      learning_rate_init: option of :func:`garo_optax.init_controller`.
+      momentum_init: option of :func:`garo_optax.init_controller`.
+      weight_decay_init: option of :func:`garo_optax.init_controller`.
+      scale_free: option of :func:`garo_optax.init_controller`.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` object.
@@ -125,44 +259,55 @@ def scale_by_garo(
       >>> print(f"{float(state.lr):.4f}")
       0.0100
     """
-    init_kwargs = _options(init_kwargs)
-    ctl.check_options(granularity=granularity, **init_kwargs)
-    if controller is None:
-        controller = ctl.init_controller(
-            jax.random.PRNGKey(seed), granularity=granularity, **init_kwargs
-        )
-    elif init_kwargs:
-        raise ValueError(
-            "pass either a controller or init_controller options, not both; got "
-            f"options {sorted(init_kwargs)}"
-        )
+    options = dict(
+        hidden_size=hidden_size,
+        head_init_scale=head_init_scale,
+        learning_rate_init=learning_rate_init,
+        momentum_init=momentum_init,
+        weight_decay_init=weight_decay_init,
+        scale_free=scale_free,
+    )
+    controller = _build_controller(controller, granularity, seed, options)
     hidden_size = ctl.check_controller(controller, granularity)
+    design = controller.design
     wd_off = ctl.weight_decay_is_off(controller)
     per_tensor = granularity == "per_tensor"
-    gru = jax.vmap(ctl.gru_cell, (None, 0, 0)) if per_tensor else ctl.gru_cell
-    heads = jax.vmap(
-        lambda theta, h: ctl.heads(theta, h, momentum_nonneg=momentum_nonneg),
-        (None, 0),
+    over_leaves = (
+        (lambda f, axes: jax.vmap(f, axes)) if per_tensor else (lambda f, axes: f)
     )
-    if not per_tensor:
-        heads = lambda theta, h: ctl.heads(theta, h, momentum_nonneg=momentum_nonneg)
-
-    def reduce(values, dtype):
-        # Global mode sums the per-leaf reductions; per-tensor mode keeps them.
-        if not per_tensor:
-            return sum(values, jnp.zeros([], dtype))
-        return jnp.stack(values) if values else jnp.zeros([0], dtype)
+    gru = over_leaves(ctl.gru_cell, (None, 0, 0))
+    if design.scale_free:
+        heads = over_leaves(ctl.scale_free_heads, (None, 0, 0))
+    else:
+        seed_heads = functools.partial(ctl.heads, momentum_nonneg=momentum_nonneg)
+        heads = over_leaves(
+            lambda theta, h, lr_prev: seed_heads(theta, h), (None, 0, 0)
+        )
 
     def init_fn(params):
-        dtype = numerics.widest_float(
-            numerics.scalar_dtype(params), ctl.default_dtype()
-        )
+        dtype = _real_dtype(numerics.scalar_dtype(params))
+        dtype = numerics.widest_float(dtype, ctl.default_dtype())
         theta = _cast(controller, dtype)
         shape = [len(jax.tree.leaves(params))] if per_tensor else []
         h = jnp.zeros([*shape, hidden_size], dtype)
-        lr, mom, wd = heads(theta, h)
-        # Distinct buffers for every leaf, so that the state can be donated.
-        zero = lambda: jnp.zeros([], dtype)
+        lr0 = (
+            jnp.exp(jnp.broadcast_to(theta.log_lr0, shape))
+            if design.scale_free
+            else (jnp.ones(shape, dtype))
+        )
+        lr, mom, wd = heads(theta, h, lr0)
+        if design.scale_free:
+            lr = lr0  # the rate the first step starts from.
+        zero = lambda: jnp.zeros([], dtype)  # distinct buffers, for donation.
+        scale_free_fields = {}
+        if design.scale_free:
+            scale_free_fields = dict(
+                nu=jax.tree.map(
+                    lambda p: jnp.zeros_like(p, dtype=_real_dtype(p.dtype)), params
+                ),
+                first_moment_scale=jnp.zeros(shape, dtype),
+                loss_first=zero(),
+            )
         return GaroState(
             count=jnp.zeros([], jnp.int32),
             h=h,
@@ -175,7 +320,57 @@ def scale_by_garo(
             mom=mom,
             wd=wd,
             skipped=jnp.zeros([], jnp.int32),
+            **scale_free_fields,
         )
+
+    def read_loss(value, dtype):
+        if value is None:
+            return None, jnp.zeros([], bool)
+        loss = jnp.asarray(value).astype(dtype)
+        loss_ok = jnp.isfinite(loss)
+        return jnp.where(loss_ok, loss, 0), loss_ok
+
+    def controller_input(theta, sums, sizes, state, loss, loss_ok, nonempty):
+        if design.scale_free:
+            history = ctl.LossHistory(
+                state.loss_mean, state.loss_var, state.loss_count, state.loss_first
+            )
+            x, norm = ctl.scale_free_features(
+                ctl.TreeSums(*(sums[..., i] for i in range(4))),
+                size=sizes,
+                g_ema=state.g_ema,
+                count=state.count,
+                loss=loss,
+                history=history,
+                lr_prev=state.lr,
+                log_lr0=theta.log_lr0,
+                first_moment_scale=state.first_moment_scale,
+                b2=design.b2,
+            )
+            loss_columns = (2, 3)
+        else:
+            x, norm = ctl.features(
+                sq_norm=sums[..., 0],
+                dot_gv=sums[..., 1],
+                v_sq_norm=sums[..., 2],
+                g_ema=state.g_ema,
+                count=state.count,
+                loss=loss,
+                loss_mean=state.loss_mean,
+                loss_var=state.loss_var,
+                loss_count=state.loss_count,
+            )
+            loss_columns = (3,)
+        if loss is not None:
+            for column in loss_columns:
+                x = x.at[..., column].set(jnp.where(loss_ok, x[..., column], 0))
+        if per_tensor:
+            # The DeepSets context: the mean over leaves of a projection of
+            # the previous hidden states, appended to every leaf's features.
+            context = ctl._dot(theta.ctx_w, _mean_over(state.h, nonempty))
+            context = jnp.broadcast_to(context, (x.shape[0], context.shape[0]))
+            x = jnp.concatenate([x, context], axis=-1)
+        return x, norm
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del extra_args
@@ -185,109 +380,101 @@ def scale_by_garo(
         theta = _cast(controller, dtype)
         grads, treedef = jax.tree.flatten(updates)
         moms = treedef.flatten_up_to(state.momentum)
+        nus = treedef.flatten_up_to(state.nu) if design.scale_free else moms
         thetas = treedef.flatten_up_to(params) if params is not None else None
-        work = [numerics.widest_float(g.dtype, dtype) for g in grads]
+        thetas = None if wd_off else thetas
+        work = [_work_dtype(g.dtype, dtype) for g in grads]
+        sizes = jnp.asarray([g.size for g in grads], dtype)
         # Zero-size leaves get hyperparameters but stay out of the context.
-        nonempty = jnp.asarray([g.size > 0 for g in grads], dtype)
-        zero = jnp.zeros([], dtype)
-
-        # One pass over (g, v) per leaf for every statistic: |g|^2, <g, v>,
-        # |v|^2 and, when skipping, sum(0 * g), NaN exactly when g is not finite.
-        def leaf_statistics(g, v, w):
-            g, v = g.astype(w), v.astype(w)
-            terms = (g * g, g * v, v * v) + ((g * 0,) if skip_nonfinite else ())
-            return numerics.fused_sums(*terms, dtype=dtype)
-
-        stats = [leaf_statistics(g, v, w) for g, v, w in zip(grads, moms, work)]
-        sq_norm, dot_gv, v_sq_norm = (
-            reduce([s[i] for s in stats], dtype) for i in range(3)
+        nonempty = (sizes > 0).astype(dtype)
+        sizes = sizes if per_tensor else jnp.sum(sizes)
+        sums = _tree_sums(
+            grads, moms, nus, work, dtype, design, skip_nonfinite, per_tensor
         )
         finite = jnp.ones([], bool)
         if skip_nonfinite:
-            finite = jnp.all(jnp.isfinite(reduce([s[3] for s in stats], dtype)))
+            finite = jnp.all(jnp.isfinite(sums[..., -1]))
 
-        loss = None
-        loss_ok = jnp.zeros([], bool)
-        if value is not None:
-            loss = jnp.asarray(value).astype(dtype)
-            loss_ok = jnp.isfinite(loss)
-            loss = jnp.where(loss_ok, loss, zero)
-        x, norm = ctl.features(
-            sq_norm=sq_norm,
-            dot_gv=dot_gv,
-            v_sq_norm=v_sq_norm,
-            g_ema=state.g_ema,
-            count=state.count,
-            loss=loss,
-            loss_mean=state.loss_mean,
-            loss_var=state.loss_var,
-            loss_count=state.loss_count,
-        )
-        if loss is not None:
-            x = x.at[..., 3].set(jnp.where(loss_ok, x[..., 3], zero))
-        if per_tensor:
-            # The DeepSets context: the mean over leaves of a projection of
-            # the previous hidden states, appended to every leaf's features.
-            context = ctl._dot(theta.ctx_w, _mean_over(state.h, nonempty))
-            context = jnp.broadcast_to(context, (x.shape[0], context.shape[0]))
-            x = jnp.concatenate([x, context], axis=-1)
+        loss, loss_ok = read_loss(value, dtype)
+        x, norm = controller_input(theta, sums, sizes, state, loss, loss_ok, nonempty)
         x = jnp.where(finite, x, jnp.zeros_like(x))
         h = gru(theta, x, state.h)
-        lr, mom, wd = heads(theta, state.h if lagged else h)
+        lr, mom, wd = heads(theta, state.h if lagged else h, state.lr)
         if wd_off:
             wd = jnp.zeros_like(wd)
 
-        new_updates, new_moms = [], []
-        for k, (g, v, w) in enumerate(zip(grads, moms, work)):
-            lr_k, mom_k, wd_k = (lr[k], mom[k], wd[k]) if per_tensor else (lr, mom, wd)
-            gw = g.astype(w)
-            decay = None
-            if thetas is not None and not wd_off:
-                decay = wd_k.astype(w) * thetas[k].astype(w)
-            if coupled_wd and decay is not None:
-                gw = gw + decay
-            v_w = v.astype(w)
-            v_new = jnp.where(finite, mom_k.astype(w) * v_w + gw, v_w).astype(v.dtype)
-            # The step reads the stored buffer, not a recomputation from the old
-            # one, so that XLA can overwrite the donated buffer without a copy.
-            step = v_new.astype(w)
-            if decay is not None and not coupled_wd:
-                step = step + decay
-            u = lr_k.astype(w) * step
-            new_updates.append(jnp.where(finite, u, jnp.zeros_like(u)).astype(g.dtype))
-            new_moms.append(v_new)
+        hp_of = (
+            (lambda k: (lr[k], mom[k], wd[k]))
+            if per_tensor
+            else (lambda k: (lr, mom, wd))
+        )
+        theta_of = (lambda k: None) if thetas is None else (lambda k: thetas[k])
+        if design.scale_free:
+            first_scale = mom * state.first_moment_scale + (1 - mom)
+            second_scale = 1 - jnp.asarray(design.b2, dtype) ** (
+                state.count + 1
+            ).astype(dtype)
+            scales_of = (
+                (lambda k: _AdamScales(first_scale[k], second_scale))
+                if per_tensor
+                else (lambda k: _AdamScales(first_scale, second_scale))
+            )
+            outs = [
+                _scale_free_leaf_step(
+                    g,
+                    m,
+                    nu,
+                    theta_of(k),
+                    hp_of(k),
+                    scales_of(k),
+                    design,
+                    w,
+                    finite,
+                    coupled_wd,
+                )
+                for k, (g, m, nu, w) in enumerate(zip(grads, moms, nus, work))
+            ]
+        else:
+            outs = [
+                _seed_leaf_step(g, v, theta_of(k), hp_of(k), w, finite, coupled_wd)
+                for k, (g, v, w) in enumerate(zip(grads, moms, work))
+            ]
+        new_updates = treedef.unflatten([o[0] for o in outs])
+        new_moms = treedef.unflatten([o[1] for o in outs])
 
         beta_g = jnp.asarray(ctl.G_BETA, dtype)
-        g_ema = beta_g * state.g_ema + (1 - beta_g) * norm
         loss_mean, loss_var = state.loss_mean, state.loss_var
         if loss is not None:
-            beta_l = jnp.asarray(ctl.LOSS_BETA, dtype)
-            new_mean = beta_l * loss_mean + (1 - beta_l) * loss
-            t = (state.loss_count + 1).astype(dtype)
-            deviation = loss - new_mean / (1 - beta_l**t)
-            # Capped, so that an absurd loss cannot overflow the variance.
-            squared = jnp.minimum(deviation**2, jnp.asarray(1e30, dtype))
-            new_var = beta_l * loss_var + (1 - beta_l) * squared
-            loss_mean = jnp.where(loss_ok, new_mean, loss_mean)
-            loss_var = jnp.where(loss_ok, new_var, loss_var)
-
-        keep = lambda new, old: jnp.where(finite, new, old)
-        new_state = GaroState(
-            count=keep(optax.safe_increment(state.count), state.count),
-            h=keep(h, state.h),
-            momentum=treedef.unflatten(new_moms),
-            g_ema=keep(g_ema, state.g_ema),
-            loss_mean=keep(loss_mean, state.loss_mean),
-            loss_var=keep(loss_var, state.loss_var),
-            loss_count=keep(
-                state.loss_count + loss_ok.astype(jnp.int32), state.loss_count
-            ),
-            lr=keep(lr, state.lr),
-            mom=keep(mom, state.mom),
-            wd=keep(wd, state.wd),
+            loss_mean, loss_var = _loss_moments(loss, loss_ok, state)
+        loss_count = state.loss_count + loss_ok.astype(jnp.int32)
+        candidate = state._replace(
+            count=optax.safe_increment(state.count),
+            h=h,
+            g_ema=beta_g * state.g_ema + (1 - beta_g) * norm,
+            loss_mean=loss_mean,
+            loss_var=loss_var,
+            loss_count=loss_count,
+            lr=lr,
+            mom=mom,
+            wd=wd,
+        )
+        if design.scale_free:
+            first_loss = (state.loss_count == 0) & loss_ok
+            candidate = candidate._replace(
+                first_moment_scale=first_scale,
+                loss_first=jnp.where(first_loss, loss, state.loss_first)
+                if loss is not None
+                else state.loss_first,
+            )
+        # The buffers already keep their old values on a skipped step.
+        scalars = lambda s: s._replace(momentum=None, nu=None)
+        new_state = optax.tree.where(finite, scalars(candidate), scalars(state))
+        new_state = new_state._replace(
+            momentum=new_moms,
+            nu=treedef.unflatten([o[2] for o in outs]) if design.scale_free else None,
             skipped=state.skipped + (~finite).astype(jnp.int32),
         )
-        return treedef.unflatten(new_updates), new_state
+        return new_updates, new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -301,36 +488,64 @@ def garo(
     momentum_nonneg: bool = False,
     skip_nonfinite: bool = True,
     seed: int = 0,
-    **init_kwargs,
+    hidden_size: int | None = None,
+    head_init_scale: float | None = None,
+    learning_rate_init: float | None = None,
+    momentum_init: float | None = None,
+    weight_decay_init: float | None = None,
+    scale_free: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""GARO: heavy-ball SGD with hyperparameters emitted by a frozen GRU.
+    r"""GARO: a frozen GRU emits the learning rate, momentum and weight decay.
 
-    Let :math:`g_t` be the incoming updates, :math:`\theta` the parameters,
-    :math:`x_t` the four global features of :mod:`garo_optax` 's controller
-    (log-norm, norm change, cosine with :math:`v_{t-1}`, normalized loss
-    ``value=``; see :func:`garo_optax.init_controller`). Each step
+    Each step reduces the incoming updates :math:`g_t` (and the loss
+    ``value=``, optional) to a few global features :math:`x_t`, runs
+    :math:`h_t = \mathrm{GRU}(x_t, h_{t-1})` (:math:`h_0 = 0`) and reads
+    :math:`(\eta_t, \mu_t, \lambda_t)` from three heads on :math:`h_t`
+    (:math:`h_{t-1}` if ``lagged``). The controller's ``design`` decides the
+    rest.
+
+    **Scale-free design** (``garo-v2``, :func:`garo_optax.pretrained`'s
+    default): Adam's normalized direction at a rate that moves in log space,
 
     .. math::
       \begin{align*}
-        h_t &= \mathrm{GRU}(x_t, h_{t-1}), \qquad h_0 = 0 \\
-        (\eta_t, \mu_t, \lambda_t) &= (\mathrm{softplus}, \tanh, \mathrm{softplus})
-          (W h_t + b) \quad (h_{t-1} \text{ if lagged}) \\
-        v_t &= \mu_t v_{t-1} + g_t, \qquad v_0 = 0 \\
-        \theta_t &= \theta_{t-1} - \eta_t (v_t + \lambda_t \theta_{t-1}).
+        \log \eta_t &= \log \eta_{t-1} + \log(\rho) \tanh(w_\eta^\top h_t + b_\eta),
+          \qquad \eta_0 = e^{\texttt{log\_lr0}} \\
+        m_t &= \mu_t m_{t-1} + (1 - \mu_t) g_t, \qquad
+          \nu_t = \beta_2 \nu_{t-1} + (1 - \beta_2) |g_t|^2 \\
+        \theta_t &= \theta_{t-1} - \eta_t \Big(\frac{m_t / (1 - \textstyle\prod_{s
+          \le t} \mu_s)}{\sqrt{\nu_t / (1 - \beta_2^t)} + \epsilon}
+          + \lambda_t \theta_{t-1}\Big),
       \end{align*}
 
+    with :math:`\rho` = 1.1 (the rate changes by at most 10% per step),
+    :math:`\mu_t \in [0, 0.99]` and features that are invariant to the loss
+    scale (:func:`garo_optax.controller.scale_free_features`): multiplying the
+    loss by any :math:`c > 0` leaves the iterates unchanged up to rounding and
+    :math:`\epsilon = 10^{-12}`.
+
+    **Seed design** (``garo-v1`` and ``init_controller``'s default): heavy ball
+    along the raw updates with
+    :math:`(\eta_t, \mu_t, \lambda_t) = (\mathrm{softplus}, \tanh,
+    \mathrm{softplus})(W h_t + b)`,
+    :math:`v_t = \mu_t v_{t-1} + g_t` and
+    :math:`\theta_t = \theta_{t-1} - \eta_t (v_t + \lambda_t \theta_{t-1})`; its
+    features (log-norm, norm change, cosine, normalized loss) depend on the
+    gradient scale.
+
     With ``coupled_wd=True``, :math:`g_t + \lambda_t \theta_{t-1}` enters the
-    momentum instead. The hidden state and the hyperparameters are global, the
-    momentum is per element. With ``granularity="per_tensor"`` (spec §4.9) the
-    features are computed per leaf (its norm, norm change and cosine; the loss
-    is shared), each leaf has its own hidden state and hyperparameters, and the
-    mean over leaves of ``ctx_w`` times the previous hidden states is appended
-    to every leaf's features. The state fields ``lr``, ``mom`` and ``wd`` hold the
-    values used at the last step (read them with :func:`garo_optax.hyperparams`).
-    The loss is read from the keyword ``value=`` (optional; without it the loss
-    feature is 0); pass it on every step or never. A non-finite incoming update
-    gives a zero update and leaves the state unchanged but for the ``skipped``
-    counter (``skip_nonfinite=True``).
+    moments instead. With ``granularity="per_tensor"`` (spec §4.9) the
+    features are computed per leaf (the loss is shared), each leaf has its own
+    hidden state and hyperparameters, and the mean over leaves of ``ctx_w``
+    times the previous hidden states is appended to every leaf's features. The
+    state fields ``lr``, ``mom`` and ``wd`` hold what the controller emitted for
+    the last step (read them with :func:`garo_optax.hyperparams`); unlike
+    CLARA's ``lr``, writing them does not set a rate, since the controller
+    decides every step. The loss is read from ``value=`` (optional; without it
+    the loss features are 0): pass it on every step or never. A non-finite
+    incoming update gives a zero update and leaves the state unchanged but for
+    the ``skipped`` counter (``skip_nonfinite=True``). Complex parameters are
+    supported (:math:`|g|^2 = g \bar g`, real statistics and rates).
 
     Flax NNX's ``nnx.Optimizer.update(model, grads, value=loss)`` forwards the
     loss. Linen's ``TrainState.apply_gradients`` does not: call
@@ -338,24 +553,35 @@ def garo(
     ``optax.apply_updates`` and ``state.replace(step=state.step + 1,
     params=..., opt_state=...)`` instead.
 
+    Under :func:`optax.inject_hyperparams` the float options
+    (``head_init_scale``, ``learning_rate_init``, ``momentum_init``,
+    ``weight_decay_init``) are injectable; ``hidden_size`` and ``seed`` fix
+    shapes and must be named in ``static_args``.
+
     .. note::
-      With ``head_init_scale=0`` the heads ignore the hidden state and GARO is
-      ``optax.chain(optax.add_decayed_weights(1e-6), optax.sgd(0.01))``.
+      With ``head_init_scale=0`` the heads ignore the hidden state: the seed
+      design is ``optax.chain(optax.add_decayed_weights(1e-6), optax.sgd(0.01))``
+      and the scale-free design (``scale_free=True``) is
+      ``optax.adam(1e-3, b1=momentum_init, eps=1e-12)``.
 
     Args:
-      controller: the controller weights; ``None`` draws them with
-        :func:`garo_optax.init_controller` from ``seed`` and ``init_kwargs``.
+      controller: the controller weights (they carry their design); ``None``
+        draws them with :func:`garo_optax.init_controller` from ``seed`` and
+        the options below.
       granularity: ``"global"``: one hidden state and scalar hyperparameters;
         ``"per_tensor"``: one hidden state and one (lr, mom, wd) per leaf, from
         the same GRU applied to per-leaf features plus a mean-context.
       lagged: take the hyperparameters of step :math:`t` from :math:`h_{t-1}`.
       coupled_wd: add the weight decay to the gradient before the momentum.
-      momentum_nonneg: clip the momentum to [0, 0.99].
+      momentum_nonneg: clip the momentum to [0, 0.99] (seed design).
       skip_nonfinite: skip steps whose incoming update is not finite.
       seed: seed of the controller drawn when ``controller`` is ``None``.
-      **init_kwargs: options of :func:`garo_optax.init_controller`
-        (``hidden_size``, ``head_init_scale``, ``learning_rate_init``,
-        ``momentum_init``, ``weight_decay_init``).
+      hidden_size: option of :func:`garo_optax.init_controller`.
+      head_init_scale: option of :func:`garo_optax.init_controller`.
+      learning_rate_init: option of :func:`garo_optax.init_controller`.
+      momentum_init: option of :func:`garo_optax.init_controller`.
+      weight_decay_init: option of :func:`garo_optax.init_controller`.
+      scale_free: option of :func:`garo_optax.init_controller`.
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` object.
@@ -377,9 +603,10 @@ def garo(
     References:
       ``theoryjames1-glitch/GLOBAL-ADAPTIVE-RECURRENT-OPTIMIZER`` (README, 2025);
       Wichrowska et al, `Learned optimizers that scale and generalize
-      <https://arxiv.org/abs/1703.04813>`_, 2017
+      <https://arxiv.org/abs/1703.04813>`_, 2017; Moudgil et al, `Learning
+      versatile optimizers on a compute diet <https://arxiv.org/abs/2501.12670>`_,
+      2025
     """
-    init_kwargs = _options(init_kwargs)
     return optax.chain(
         scale_by_garo(
             controller,
@@ -389,7 +616,12 @@ def garo(
             momentum_nonneg=momentum_nonneg,
             skip_nonfinite=skip_nonfinite,
             seed=seed,
-            **init_kwargs,
+            hidden_size=hidden_size,
+            head_init_scale=head_init_scale,
+            learning_rate_init=learning_rate_init,
+            momentum_init=momentum_init,
+            weight_decay_init=weight_decay_init,
+            scale_free=scale_free,
         ),
         optax.scale_by_learning_rate(1.0),
     )

@@ -6,6 +6,7 @@ trained (the ``garo-optax meta-train`` command and configuration) and how it
 evaluated.
 """
 
+import dataclasses
 import json
 import pathlib
 
@@ -26,8 +27,28 @@ def available() -> tuple[str, ...]:
     return tuple(sorted(p.stem for p in WEIGHTS.glob("*.npz")))
 
 
+def controller_arrays(controller: ctl.GaroController) -> dict[str, np.ndarray]:
+    """The ``.npz`` fields of a controller: its weights and its design as JSON.
+
+    Args:
+      controller: the controller.
+
+    Returns:
+      A dict of NumPy arrays (the design as a 0-d string array).
+    """
+    arrays = {
+        k: np.asarray(v)
+        for k, v in controller._asdict().items()
+        if k != "design" and v is not None
+    }
+    arrays["design"] = np.asarray(json.dumps(dataclasses.asdict(controller.design)))
+    return arrays
+
+
 def read_controller(path) -> ctl.GaroController:
     """Reads a controller from an ``.npz`` file of its fields.
+
+    A file without a ``design`` field (``garo-v1``) is of the seed design.
 
     Args:
       path: the file.
@@ -38,15 +59,18 @@ def read_controller(path) -> ctl.GaroController:
     try:
         with np.load(path) as data:
             fields = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as error:
+        design = ctl.SEED_DESIGN
+        if "design" in fields:
+            design = ctl.GaroDesign(**json.loads(str(fields.pop("design"))))
+    except (OSError, ValueError, TypeError) as error:
         raise ValueError(f"cannot read a controller from {path}: {error}") from error
-    missing = sorted(set(ctl.GaroController._fields) - set(fields))
+    optional = {"log_lr0", "design"}
+    missing = sorted(set(ctl.GaroController._fields) - set(fields) - optional)
     if missing:
         raise ValueError(f"{path} is not a GARO controller: missing {missing}")
     dtype = ctl.default_dtype()
-    return ctl.GaroController(
-        **{k: jnp.asarray(fields[k], dtype) for k in ctl.GaroController._fields}
-    )
+    weights = {k: jnp.asarray(v, dtype) for k, v in fields.items()}
+    return ctl.GaroController(**weights, design=design)
 
 
 def pretrained(name: str = "garo-v1") -> ctl.GaroController:

@@ -68,8 +68,9 @@ def config_from_json(fields: dict[str, Any]) -> _train.MetaConfig:
             f"unknown MetaConfig fields {unknown}; allowed: {_train.MetaConfig._fields}"
         )
     fields = dict(fields)
-    if "families" in fields:
-        fields["families"] = tuple(fields["families"])
+    for name in ("families", "loss_scale", "param_scale"):
+        if name in fields:
+            fields[name] = tuple(fields[name])
     return _train.MetaConfig(**fields)
 
 
@@ -209,9 +210,8 @@ def save_controller(path, controller: ctl.GaroController) -> None:
     """
     if jax.process_index() != 0:
         return
-    arrays = {k: np.asarray(v) for k, v in controller._asdict().items()}
     with open(path, "wb") as f:
-        np.savez(f, **arrays)
+        np.savez(f, **pretrained.controller_arrays(controller))
 
 
 def load_controller(path) -> ctl.GaroController:

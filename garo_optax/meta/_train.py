@@ -51,9 +51,9 @@ from garo_optax._src import validate
 from garo_optax.meta import _tasks
 
 Estimator = Literal["tbptt", "pes", "full"]
-MetaLoss = Literal["mean_log_loss", "final_eval_loss"]
+MetaLoss = Literal["mean_log_loss", "mean_log_relative_loss", "final_eval_loss"]
 ESTIMATORS = ("tbptt", "pes", "full")
-META_LOSSES = ("mean_log_loss", "final_eval_loss")
+META_LOSSES = ("mean_log_loss", "mean_log_relative_loss", "final_eval_loss")
 OptimizerFactory = Callable[[ctl.GaroController], optax.GradientTransformation]
 
 _LOSS_FLOOR = 1e-8
@@ -94,6 +94,7 @@ class InnerState(NamedTuple):
     opt_state: Any
     step: jax.Array  # shape=(), dtype=jnp.int32: inner steps taken.
     key: jax.Array  # the run's key, from which its batches are drawn.
+    initial_loss: jax.Array | None = None  # the loss at the initial params.
 
 
 class UnrollOutput(NamedTuple):
@@ -128,7 +129,11 @@ def init_inner(
     task = family.task(config)
     params = task.init(k_init)
     opt_state = optimizer_fn(controller).init(params)
-    return InnerState(config, params, opt_state, jnp.asarray(step, jnp.int32), k_run)
+    first_batch = task.batch(jax.random.fold_in(k_run, 0), jnp.zeros([], jnp.int32))
+    initial_loss = task.loss(params, first_batch)
+    return InnerState(
+        config, params, opt_state, jnp.asarray(step, jnp.int32), k_run, initial_loss
+    )
 
 
 def _chunk_size(length: int) -> int:
@@ -281,6 +286,10 @@ def _segment_meta_loss(
     state, losses = _train_steps(controller, family, state, num_steps, **kw)
     if meta_loss == "mean_log_loss":
         value = jnp.mean(log_loss(losses))
+    elif meta_loss == "mean_log_relative_loss":
+        # Relative to the run's first loss: every task and loss scale weighs
+        # the same, and the clip acts on progress, not on the loss's units.
+        value = jnp.mean(log_loss(losses / state.initial_loss))
     else:
         task = family.task(state.config)
         if task.eval_loss is None:
@@ -633,6 +642,12 @@ class MetaConfig(NamedTuple):
       learning_rate_init: the controller's meta-initial learning rate.
       momentum_init: the controller's meta-initial momentum.
       weight_decay_init: the controller's meta-initial weight decay.
+      scale_free: meta-train a controller of the scale-free design.
+      loss_scale: task augmentation: every inner run multiplies its loss by a
+        factor drawn log-uniformly from this range (``(1, 1)``: off).
+      param_scale: task augmentation: every inner run reparametrizes each
+        tensor by a factor drawn log-uniformly from this range (Celo's
+        augmentation; ``(1, 1)``: off).
     """
 
     families: tuple[str, ...] = ("quadratic",)
@@ -654,6 +669,9 @@ class MetaConfig(NamedTuple):
     learning_rate_init: float = 0.01
     momentum_init: float = 0.5
     weight_decay_init: float = 0.0
+    scale_free: bool = False
+    loss_scale: tuple[float, float] = (1.0, 1.0)
+    param_scale: tuple[float, float] = (1.0, 1.0)
 
 
 def resolve_family(entry: "str | _tasks.TaskFamily") -> _tasks.TaskFamily:
@@ -671,6 +689,42 @@ def resolve_family(entry: "str | _tasks.TaskFamily") -> _tasks.TaskFamily:
     from garo_optax.meta import _families
 
     return _families.get_family(entry)
+
+
+def augment(family: _tasks.TaskFamily, config: MetaConfig) -> _tasks.TaskFamily:
+    """``family`` with the loss and parameter rescaling of ``config`` (if any).
+
+    Args:
+      family: the task family.
+      config: the configuration (``loss_scale``, ``param_scale``).
+
+    Returns:
+      The family itself when both ranges are ``(1, 1)``, else the augmented one.
+    """
+    if tuple(config.loss_scale) == (1.0, 1.0) and tuple(config.param_scale) == (
+        1.0,
+        1.0,
+    ):
+        return family
+    from garo_optax.meta import _augment
+
+    return _augment.augmented(
+        family,
+        loss_scale=tuple(config.loss_scale),
+        param_scale=tuple(config.param_scale),
+    )
+
+
+def _check_scale_range(name: str, value) -> None:
+    if (
+        not isinstance(value, tuple | list)
+        or len(value) != 2
+        or not all(isinstance(v, int | float) and v > 0 for v in value)
+        or value[0] > value[1]
+    ):
+        raise ValueError(
+            f"{name} must be a pair (low, high) with 0 < low <= high, got {value!r}"
+        )
 
 
 def check_config(config: MetaConfig) -> None:
@@ -697,6 +751,8 @@ def check_config(config: MetaConfig) -> None:
     validate.check_positive("outer_learning_rate", config.outer_learning_rate)
     validate.check_positive("clip", config.clip)
     validate.check_positive("pes_std", config.pes_std)
+    _check_scale_range("loss_scale", config.loss_scale)
+    _check_scale_range("param_scale", config.param_scale)
     if config.num_devices is not None:
         validate.check_integer("num_devices", config.num_devices, 1)
         available = len(jax.devices())
@@ -721,6 +777,7 @@ _CONTROLLER_OPTIONS = (
     "momentum_init",
     "weight_decay_init",
     "granularity",
+    "scale_free",
 )
 
 
@@ -805,7 +862,9 @@ def make_meta_train(
       training loss), ``resets``, and ``meta_loss/<family>`` per family.
     """
     check_config(config)
-    families = {f.name: f for f in map(resolve_family, config.families)}
+    families = {
+        f.name: augment(f, config) for f in map(resolve_family, config.families)
+    }
     optimizer_fn = inner_optimizer_fn(config)
     outer = outer_optimizer(config) if outer is None else outer
     devices = config.num_devices or len(jax.devices())
@@ -984,6 +1043,37 @@ CONFIGS: dict[str, MetaConfig] = {
         steps=3000,
         outer_learning_rate=3e-3,
         clip=1.0,
+    ),
+    # The recipe of `garo-v2`, the scale-free controller: every meta-training
+    # family plus the training-only ones, each inner run under a random loss
+    # scale in [1e-3, 1e3] and per-tensor parameter scales in [1/3, 3], runs
+    # of 1000 steps in segments of 25, a meta-loss relative to each run's
+    # first loss (about 1.4 s per meta-step on 2 busy CPU cores).
+    "garo-v2": MetaConfig(
+        families=(
+            "quadratic",
+            "noisy_quadratic",
+            "logistic_breast_cancer",
+            "logistic_wine",
+            "logistic_digits",
+            "mlp_digits",
+            "rnn_sequence",
+            "autoencoder_digits",
+            "mlp_breast_cancer",
+        ),
+        population=8,
+        segment_length=25,
+        horizon=1000,
+        steps=3000,
+        outer_learning_rate=2e-3,
+        clip=1.0,
+        meta_loss="mean_log_relative_loss",
+        scale_free=True,
+        learning_rate_init=1e-3,
+        momentum_init=0.9,
+        weight_decay_init=0.0,
+        loss_scale=(1e-3, 1e3),
+        param_scale=(1 / 3, 3.0),
     ),
 }
 """Named meta-training configurations (``garo-optax meta-train --config NAME``)."""

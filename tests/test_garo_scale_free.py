@@ -1,0 +1,209 @@
+"""The scale-free GARO design (``garo-v2``): invariance, bounded rate, Adam limit."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import garo_optax
+from garo_optax._src import controller as ctl
+
+MAX_CHANGE = ctl.SCALE_FREE_DESIGN.max_lr_change
+
+
+def _quadratic():
+    scales = jnp.logspace(-2, 1, 8)
+    target = jnp.linspace(-1.0, 2.0, 8)
+    params = {"x": jnp.zeros(8), "y": jnp.ones((2, 3))}
+
+    def loss(p):
+        return 0.5 * jnp.sum(scales * (p["x"] - target) ** 2) + jnp.sum(p["y"] ** 2)
+
+    return params, loss
+
+
+def _mlp():
+    k1, k2, k3 = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(k1, (32, 5))
+    y = jnp.sin(x @ jnp.arange(1.0, 6.0))
+    params = {
+        "w1": jax.random.normal(k2, (5, 16)) / jnp.sqrt(5.0),
+        "b1": jnp.zeros(16),
+        "w2": jax.random.normal(k3, (16,)) / 4.0,
+        "b2": jnp.zeros(()),
+    }
+
+    def loss(p):
+        hidden = jnp.tanh(x @ p["w1"] + p["b1"][None, :])
+        return jnp.mean((hidden @ p["w2"] + p["b2"] - y) ** 2)
+
+    return params, loss
+
+
+def _run(tx, params, loss, scale, steps):
+    scaled = lambda p: scale * loss(p)
+
+    def step(carry, _):
+        p, s = carry
+        value, grads = jax.value_and_grad(scaled)(p)
+        updates, s = tx.update(grads, s, p, value=value)
+        lr = garo_optax.hyperparams(s)["lr"]
+        return (optax.apply_updates(p, updates), s), (value / scale, lr)
+
+    (params, _), (losses, lrs) = jax.lax.scan(
+        step, (params, tx.init(params)), None, steps
+    )
+    return params, losses, lrs
+
+
+def _controller(which):
+    if which == "pretrained":
+        return garo_optax.pretrained("garo-v2")
+    return garo_optax.init_controller(
+        jax.random.key(3), scale_free=True, head_init_scale=1.0
+    )
+
+
+@pytest.mark.parametrize("problem", [_quadratic, _mlp])
+@pytest.mark.parametrize("which", ["drawn", "pretrained"])
+def test_loss_scale_leaves_iterates_unchanged(problem, which):
+    """c * loss for c in [1e-3, 1e3]: the same iterates over 200 steps.
+
+    Tolerance: 2e-5 absolute on the parameters (of order 1) and 2e-5 relative
+    on the learning rates, float32 rounding compounded over 200 steps; the
+    eps of 1e-12 in the normalization is far below every gradient here.
+    """
+    tx = garo_optax.garo(_controller(which))
+    params, loss = problem()
+    reference, ref_losses, ref_lrs = jax.jit(lambda: _run(tx, params, loss, 1.0, 200))()
+    assert float(ref_losses[-1]) < float(ref_losses[0])
+    for scale in (1e-3, 1e3):
+        final, losses, lrs = jax.jit(lambda s=scale: _run(tx, params, loss, s, 200))()
+        for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(reference)):
+            np.testing.assert_allclose(a, b, atol=2e-5)
+        np.testing.assert_allclose(lrs, ref_lrs, rtol=2e-5)
+
+
+def test_seed_design_is_not_scale_free():
+    """The control: the same check fails for garo-v1 (the test can fail)."""
+    tx = garo_optax.garo(garo_optax.pretrained("garo-v1"))
+    params, loss = _quadratic()
+    a, _, _ = _run(tx, params, loss, 1.0, 50)
+    b, _, _ = _run(tx, params, loss, 1e-3, 50)
+    gap = max(
+        float(jnp.max(jnp.abs(x - y)))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+    assert gap > 1e-2
+
+
+@pytest.mark.parametrize("which", ["drawn", "pretrained"])
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e3])
+def test_rate_changes_by_a_bounded_factor(which, scale):
+    """lr_t / lr_{t-1} in [1/1.1, 1.1]; the first step starts from exp(log_lr0)."""
+    controller = _controller(which)
+    tx = garo_optax.garo(controller)
+    params, loss = _mlp()
+    _, _, lrs = jax.jit(lambda: _run(tx, params, loss, scale, 300))()
+    lr0 = float(jnp.exp(controller.log_lr0))
+    assert float(tx.init(params)[0].lr) == pytest.approx(lr0, rel=1e-6)
+    ratios = np.asarray(lrs) / np.concatenate([[lr0], np.asarray(lrs)[:-1]])
+    assert np.all(ratios <= MAX_CHANGE * (1 + 1e-5))
+    assert np.all(ratios >= (1 - 1e-5) / MAX_CHANGE)
+    assert np.all(np.isfinite(lrs))
+
+
+def test_drawn_controller_moves_the_rate():
+    """The bound is met by a controller that uses it (not a constant rate)."""
+    tx = garo_optax.garo(_controller("drawn"))
+    params, loss = _mlp()
+    _, _, lrs = _run(tx, params, loss, 1.0, 100)
+    assert float(jnp.max(lrs) / jnp.min(lrs)) > 1.5
+
+
+def test_head_init_scale_zero_is_adam():
+    """With constant heads the scale-free design is optax.adam(lr0, b1, eps)."""
+    params, loss = _mlp()
+    tx = garo_optax.garo(
+        scale_free=True,
+        head_init_scale=0.0,
+        learning_rate_init=3e-3,
+        momentum_init=0.8,
+        weight_decay_init=0.0,
+    )
+    ours, _, lrs = _run(tx, params, loss, 1.0, 100)
+    adam = optax.adam(3e-3, b1=0.8, eps=ctl.SCALE_FREE_DESIGN.eps)
+
+    state, p = adam.init(params), params
+    for _ in range(100):
+        grads = jax.grad(loss)(p)
+        updates, state = adam.update(grads, state, p)
+        p = optax.apply_updates(p, updates)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(p)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(lrs, 3e-3, rtol=1e-6)
+
+
+def test_decoupled_weight_decay_is_adamw():
+    params, loss = _mlp()
+    tx = garo_optax.garo(scale_free=True, head_init_scale=0.0, weight_decay_init=0.1)
+    ours, _, _ = _run(tx, params, loss, 1.0, 50)
+    adamw = optax.adamw(1e-3, b1=0.9, eps=ctl.SCALE_FREE_DESIGN.eps, weight_decay=0.1)
+    state, p = adamw.init(params), params
+    for _ in range(50):
+        updates, state = adamw.update(jax.grad(loss)(p), state, p)
+        p = optax.apply_updates(p, updates)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(p)):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_pretrained_default_is_the_scale_free_controller():
+    controller = garo_optax.pretrained()
+    assert controller.design.scale_free
+    assert controller.log_lr0.shape == ()
+    seed = garo_optax.pretrained("garo-v1")
+    assert not seed.design.scale_free and seed.log_lr0 is None
+
+
+def test_non_finite_gradient_keeps_the_state():
+    tx = garo_optax.garo(garo_optax.pretrained())
+    params, loss = _mlp()
+    state = tx.init(params)
+    grads = jax.grad(loss)(params)
+    _, state = tx.update(grads, state, params, value=loss(params))
+    bad = jax.tree.map(lambda g: g.at[..., 0].set(jnp.nan) if g.ndim else g, grads)
+    updates, after = tx.update(bad, state, params, value=jnp.nan)
+    assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))
+    inner, after_inner = state[0], after[0]
+    assert int(after_inner.skipped) == 1
+    for name in ("h", "lr", "momentum", "nu", "first_moment_scale", "loss_first"):
+        for a, b in zip(
+            jax.tree.leaves(getattr(inner, name)),
+            jax.tree.leaves(getattr(after_inner, name)),
+        ):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_complex_parameters_follow_adam():
+    target = jnp.array([1.0 + 2.0j, -0.5j, 3.0])
+    loss = lambda p: jnp.sum(jnp.abs(p - target) ** 2)
+    tx = garo_optax.garo(
+        scale_free=True,
+        head_init_scale=0.0,
+        weight_decay_init=0.0,
+        learning_rate_init=0.1,
+    )
+    adam = optax.adam(0.1, eps=ctl.SCALE_FREE_DESIGN.eps)
+    p, q = jnp.zeros(3, jnp.complex64), jnp.zeros(3, jnp.complex64)
+    s, r = tx.init(p), adam.init(q)
+    for _ in range(200):
+        g = jnp.conj(jax.grad(loss)(p))
+        u, s = tx.update(g, s, p)
+        p = optax.apply_updates(p, u)
+        h = jnp.conj(jax.grad(loss)(q))
+        v, r = adam.update(h, r, q)
+        q = optax.apply_updates(q, v)
+    assert p.dtype == jnp.complex64
+    np.testing.assert_allclose(p, q, atol=1e-5)
+    np.testing.assert_allclose(p, target, atol=5e-2)
