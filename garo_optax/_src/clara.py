@@ -21,6 +21,24 @@ and smoothed variants), the order is the flatten order of the parameter tree,
 ``jax.tree.leaves(params)``, which sorts dictionary keys. PyTorch walks
 parameters in registration order, so results on a model with several tensors can
 differ from a PyTorch run in the per-tensor rates (never in the rules).
+
+The rate in the state: the field ``lr`` is the source of truth. Every update
+continues from the state's ``lr``, so writing it, as in
+``optax.tree.set(state, lr=x)`` (warm restarts, manual decay, population-based
+training), sets the rate of the next update, and the adaptation then multiplies
+``x``. A schedule (or a learning rate changed in ``optax.inject_hyperparams``'
+state) multiplies the rate by its change: the next update applies
+``lr * s(count) / base_lr``, where ``base_lr`` is the value of
+``learning_rate`` that ``lr`` was computed with, so without a change it
+applies ``lr`` itself. ``lr_factor`` is the adaptation factor; it serves only
+while ``base_lr`` is 0 (a schedule at zero), where a written ``lr`` is ignored.
+Each CLARA transform holds one ``lr``: with two in one chain, pass
+``optax.tree.set`` a ``filtering`` function.
+
+Complex parameters are supported as in optax (pass the conjugate of
+``jax.grad``'s gradient, as optax expects): norms and path lengths use
+:math:`|x|^2 = x \bar x`, the rate and every statistic (and Adam-CLARA's second
+moment) are real, and the path and the step are complex.
 """
 
 import functools
@@ -42,22 +60,32 @@ _NORM_FLOOR = 1e-12
 
 
 class ScaleByClaraState(NamedTuple):
-    """State of :func:`scale_by_clara` and of the seed variants."""
+    """State of :func:`scale_by_clara` and of the seed variants.
+
+    ``lr`` is the source of truth for the rate: write it (``optax.tree.set(state,
+    lr=x)``) and the next update continues from ``x``. ``lr_factor`` is the
+    adaptation factor the rule keeps on top of ``base_lr``.
+    """
 
     count: jax.Array  # shape=(), dtype=jnp.int32.
     lr_factor: jax.Array  # shape=(), float32: adaptation factor on the schedule.
     lr: jax.Array  # shape=(), float32: the learning rate (see each function).
+    base_lr: jax.Array  # shape=(), float32: learning_rate's value behind `lr`.
     path: optax.Updates
 
 
 class ScaleByAdamClaraState(NamedTuple):
-    """State of :func:`adam_clara`: Adam's moments and CLARA's path and rate."""
+    """State of :func:`adam_clara`: Adam's moments and CLARA's path and rate.
+
+    ``lr`` is the source of truth for the rate, as in :class:`ScaleByClaraState`.
+    """
 
     count: jax.Array  # shape=(), dtype=jnp.int32.
     mu: optax.Updates  # Adam's first moment.
-    nu: optax.Updates  # Adam's second moment.
+    nu: optax.Updates  # Adam's second moment (real, also for complex params).
     lr_factor: jax.Array  # shape=(), float32: adaptation factor on the schedule.
     lr: jax.Array  # shape=(), float32: the learning rate of the next update.
+    base_lr: jax.Array  # shape=(), float32: learning_rate's value behind `lr`.
     path: optax.Updates
 
 
@@ -104,9 +132,10 @@ def _check_adam(b1, b2, eps) -> None:
 
 
 def _compute_dtype(leaf: jax.Array) -> jnp.dtype:
-    # Element-wise work runs in float32 (float64 for float64 leaves), then the
-    # result is cast back, so low-precision leaves never see coarse scalars.
-    return numerics.widest_float(leaf.dtype)
+    # Element-wise work runs in float32 (float64 for float64 leaves, complex64
+    # or complex128 for complex ones), then the result is cast back, so
+    # low-precision leaves never see coarse scalars.
+    return numerics.compute_dtype(leaf.dtype)
 
 
 def _scaled(leaf: jax.Array, factor: jax.Array) -> jax.Array:
@@ -117,12 +146,60 @@ def _scaled(leaf: jax.Array, factor: jax.Array) -> jax.Array:
 def _init_state(params, schedule, path_dtype) -> ScaleByClaraState:
     dtype = numerics.scalar_dtype(params)
     count = jnp.zeros([], jnp.int32)
+    base_lr = numerics.as_real(schedule(count), dtype)
+
+    def zeros(p):
+        # A real `path_dtype` sets the precision; complex leaves stay complex.
+        if path_dtype is None or not jnp.iscomplexobj(p):
+            return jnp.zeros_like(p, path_dtype)
+        return jnp.zeros_like(p, numerics.complex_dtype(path_dtype))
+
     return ScaleByClaraState(
         count=count,
         lr_factor=jnp.ones([], dtype),
-        lr=jnp.asarray(schedule(count), dtype),
-        path=optax.tree.zeros_like(params, dtype=path_dtype),
+        lr=base_lr,
+        base_lr=base_lr,
+        path=jax.tree.map(zeros, params),
     )
+
+
+# --- The rate: `lr` in the state is the source of truth. ---
+#
+# After every update lr = base_lr * factor, with base_lr the value of
+# `learning_rate` (the schedule at that count) it was computed with. A later
+# update reads the factor back as lr / base_lr and rescales lr by the
+# schedule's change, s(count) / base_lr. So a written lr is what the next
+# update continues from, and a changed learning rate (a schedule, or one
+# written into `optax.inject_hyperparams`' state) still multiplies it.
+# `lr_factor` serves only while base_lr is 0 (a schedule at zero), where
+# lr / base_lr is undefined; there a written lr is ignored.
+
+
+def _read_rate(state, base: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(factor, rate)``: the factor the state's ``lr`` implies, and the rate
+    of this update at schedule value ``base`` (``lr`` itself while ``base``
+    equals ``base_lr``)."""
+    dtype = base.dtype
+    lr = numerics.as_real(state.lr, dtype)  # A written Python float is fine.
+    known = state.base_lr != 0
+    safe = jnp.where(known, state.base_lr, 1).astype(dtype)
+    factor = jnp.where(known, lr / safe, state.lr_factor)
+    rate = jnp.where(known, lr * (base / safe), base * state.lr_factor)
+    return factor, rate
+
+
+def _next_lr(state, ratio: jax.Array, base: jax.Array, factor: jax.Array):
+    """The ``lr`` to store: ``base * factor``, continued from the state's ``lr``.
+
+    Computed as ``lr * ratio * base / base_lr`` with ``ratio`` the change of the
+    factor, so that an unchanged factor and a constant learning rate keep
+    ``lr`` bit for bit; ``base * factor`` where that is undefined.
+    """
+    dtype = base.dtype
+    lr = numerics.as_real(state.lr, dtype)
+    known = (state.base_lr != 0) & jnp.isfinite(ratio)
+    safe = jnp.where(state.base_lr != 0, state.base_lr, 1).astype(dtype)
+    return jnp.where(known, lr * ratio * (base / safe), base * factor)
 
 
 class _ClaraConfig(NamedTuple):
@@ -145,23 +222,29 @@ def _clara_step(
     path_directions: Sequence[Callable[[], jax.Array]],
     paths: Sequence[jax.Array],
     update_dtypes: Sequence[jnp.dtype],
-) -> tuple[list[jax.Array], list[jax.Array], jax.Array, jax.Array]:
+) -> tuple[list[jax.Array], list[jax.Array], jax.Array, jax.Array, jax.Array]:
     """One CLARA step over the flattened leaves, given their directions.
 
     Shared by :func:`scale_by_clara` and the fused Adam-CLARA core. Leaf ``k``'s
     direction is described three times: ``squared_norms[k]`` (a scalar in the
     dtype of ``state.lr_factor``), and ``step_directions[k]()`` and
-    ``path_directions[k]()``, which return the same values in a float compute
-    dtype. The two callables are separate so that a caller may write them as
-    different expressions (see :func:`_scale_by_adam_clara`).
+    ``path_directions[k]()``, which return the same values in a compute dtype
+    (float, or complex for complex leaves). The two callables are separate so
+    that a caller may write them as different expressions (see
+    :func:`_scale_by_adam_clara`).
+
+    The update applies the state's ``lr`` (rescaled by the schedule's change
+    since it was stored), and the adaptation multiplies it: a written ``lr`` is
+    where the rate continues from.
 
     Returns:
-      ``(updates, paths, lr_factor, lr)``: the scaled directions (without the
-      sign flip) in ``update_dtypes``, the new paths, the new adaptation factor
-      and the rate of the next update, ``schedule(count + 1) * lr_factor``.
+      ``(updates, paths, lr_factor, lr, base_lr)``: the scaled directions
+      (without the sign flip) in ``update_dtypes``, the new paths, the new
+      adaptation factor, the rate of the next update,
+      ``schedule(count + 1) * lr_factor``, and that ``schedule(count + 1)``.
     """
     dtype = state.lr_factor.dtype
-    cum = jnp.asarray(config.c, dtype)
+    cum = numerics.as_real(config.c, dtype)
     total = sum(squared_norms, jnp.zeros([], dtype))
     # NaN/Inf anywhere in the direction shows up in the norms, which are
     # computed before anything is written: the path and the rate keep their
@@ -175,7 +258,11 @@ def _clara_step(
             jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2)) for s in squared_norms
         ]
 
-    rate = jnp.asarray(config.schedule(state.count), dtype) * state.lr_factor
+    base = numerics.as_real(config.schedule(state.count), dtype)
+    next_base = numerics.as_real(
+        config.schedule(optax.safe_increment(state.count)), dtype
+    )
+    factor, rate = _read_rate(state, base)
     new_updates = []
     for direction, n, out in zip(step_directions, inverse_norms, update_dtypes):
         a = direction()
@@ -190,25 +277,24 @@ def _clara_step(
         ) * direction().astype(work)
         new_paths.append(jnp.where(finite, stepped, p.astype(work)).astype(p.dtype))
 
-    lr_factor = state.lr_factor
+    change = jnp.ones([], dtype)
     num_tensors = sum(1 for p in paths if p.size > 0)
     if config.adapt and num_tensors > 0:
-        mu = config.mu
-        reference = (cum / (2.0 - cum) if mu is None else jnp.asarray(mu, dtype)) * (
+        mu = cum / (2.0 - cum) if config.mu is None else config.mu
+        reference = numerics.as_real(mu, dtype) * (
             num_tensors if config.normalize == "per_tensor" else 1
         )
         path_length = sum(
             (numerics.squared_norm(p, dtype) for p in new_paths),
             jnp.zeros([], dtype),
         )
-        change = jnp.exp(
-            jnp.asarray(config.damping, dtype) * (path_length / reference - 1)
+        damping = numerics.as_real(config.damping, dtype)
+        change = jnp.where(
+            finite, jnp.exp(damping * (path_length / reference - 1)), change
         )
-        lr_factor = jnp.where(finite, lr_factor * change, lr_factor)
-
-    count = optax.safe_increment(state.count)
-    lr = jnp.asarray(config.schedule(count), dtype) * lr_factor
-    return new_updates, new_paths, lr_factor, lr
+    lr_factor = factor * change
+    lr = _next_lr(state, change, next_base, lr_factor)
+    return new_updates, new_paths, lr_factor, lr, next_base
 
 
 def scale_by_clara(
@@ -283,7 +369,7 @@ def scale_by_clara(
         # One materialized direction serves every consumer here: it is this
         # transform's input. (The fused Adam-CLARA recomputes it instead.)
         as_compute = [lambda a=a: a.astype(_compute_dtype(a)) for a in directions]
-        new_updates, new_paths, lr_factor, lr = _clara_step(
+        new_updates, new_paths, lr_factor, lr, base_lr = _clara_step(
             config,
             state,
             [numerics.squared_norm(a, dtype) for a in directions],
@@ -296,6 +382,7 @@ def scale_by_clara(
             count=optax.safe_increment(state.count),
             lr_factor=lr_factor,
             lr=lr,
+            base_lr=base_lr,
             path=treedef.unflatten(new_paths),
         )
         return treedef.unflatten(new_updates), new_state
@@ -339,8 +426,10 @@ def clara_sgd(
     With ``normalize="global"`` the norm is the whole tree's and the test is
     :math:`\|p_t\|^2 / \mu - 1`. The path :math:`p` is per element; the rate is
     global. The state field ``lr`` is :math:`\eta_{t+1}`, the rate the next
-    update applies (with a schedule :math:`s`, :math:`\eta_t = s(t)\, f_t` where
-    the adaptation factor :math:`f_t` is ``lr_factor``).
+    update applies, and where it continues from: write it to set the rate (see
+    the module notes). With a schedule :math:`s`, :math:`\eta_t = s(t)\, f_t`
+    where the adaptation factor :math:`f_t` is ``lr_factor``; a written ``lr``
+    sets :math:`f_t = \eta_t / s(t)`.
 
     A non-finite gradient leaves the path and the rate unchanged (the update
     itself is non-finite, as with :func:`optax.sgd`); wrap the optimizer in
@@ -428,9 +517,13 @@ def _scale_by_adam_clara(
         return ScaleByAdamClaraState(
             count=clara.count,
             mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-            nu=optax.tree.zeros_like(params),
+            # Real: |g|^2 of a complex gradient is real (optax keeps it complex).
+            nu=jax.tree.map(
+                lambda p: jnp.zeros_like(p, numerics.real_dtype(p.dtype)), params
+            ),
             lr_factor=clara.lr_factor,
             lr=clara.lr,
+            base_lr=clara.base_lr,
             path=clara.path,
         )
 
@@ -443,10 +536,11 @@ def _scale_by_adam_clara(
         count = optax.safe_increment(state.count)
         # Bias corrections 1 - b**t as in `optax.tree.bias_correction`, computed
         # in the scalar dtype (float32 at least) and only then cast.
-        beta1, beta2 = jnp.asarray(b1, dtype), jnp.asarray(b2, dtype)
+        beta1, beta2 = numerics.as_real(b1, dtype), numerics.as_real(b2, dtype)
         # 1 - b before the cast, as in optax (1 - 0.999 is not 1 - f32(0.999)).
-        rest1, rest2 = jnp.asarray(1 - b1, dtype), jnp.asarray(1 - b2, dtype)
-        epsilon = jnp.asarray(eps, dtype)
+        rest1 = numerics.as_real(1 - b1, dtype)
+        rest2 = numerics.as_real(1 - b2, dtype)
+        epsilon = numerics.as_real(eps, dtype)
         correction1 = 1 - beta1 ** count.astype(dtype)
         correction2 = 1 - beta2 ** count.astype(dtype)
 
@@ -466,33 +560,39 @@ def _scale_by_adam_clara(
         norm_eps = epsilon * jnp.sqrt(correction2)
         inverse1, inverse2 = 1 / correction1, 1 / correction2
 
+        # m is complex for complex leaves, v is real; the denominators are
+        # real and cast to m's dtype (a no-op for real leaves).
         def squared_norm(m, v):
-            # |a|^2 = bc2 / bc1^2 * sum((m / (sqrt(v) + eps * sqrt(bc2)))^2).
-            x = m / (jnp.sqrt(v) + norm_eps.astype(m.dtype))
-            return norm_scale * jnp.sum(jnp.square(x), dtype=dtype)
+            # |a|^2 = bc2 / bc1^2 * sum(|m / (sqrt(v) + eps * sqrt(bc2))|^2).
+            denominator = jnp.sqrt(v) + norm_eps.astype(v.dtype)
+            x = m / denominator.astype(m.dtype)
+            return norm_scale * jnp.sum(numerics.abs_square(x), dtype=dtype)
 
         def step_form(m, v):
-            work = m.dtype
-            denominator = jnp.sqrt(v * inverse2.astype(work)) + epsilon.astype(work)
-            return (m * inverse1.astype(work)) / denominator
+            real = v.dtype
+            denominator = jnp.sqrt(v * inverse2.astype(real)) + epsilon.astype(real)
+            return (m * inverse1.astype(m.dtype)) / denominator.astype(m.dtype)
 
         def path_form(m, v):
-            work = m.dtype
-            denominator = jnp.sqrt(v / correction2.astype(work)) + epsilon.astype(work)
-            return (m / correction1.astype(work)) / denominator
+            real = v.dtype
+            denominator = jnp.sqrt(v / correction2.astype(real)) + epsilon.astype(real)
+            return (m / correction1.astype(m.dtype)) / denominator.astype(m.dtype)
 
         new_mus, new_nus = [], []
         for g, m, v in zip(grads, mus, nus):
-            work = numerics.widest_float(g.dtype, m.dtype, v.dtype)
+            work = numerics.compute_dtype(g.dtype, m.dtype, v.dtype)
+            real = numerics.real_dtype(work)
             g = g.astype(work)
             m = rest1.astype(work) * g + beta1.astype(work) * m.astype(work)
-            v = rest2.astype(work) * jnp.square(g) + beta2.astype(work) * v.astype(work)
+            v = rest2.astype(real) * numerics.abs_square(g) + beta2.astype(
+                real
+            ) * v.astype(real)
             new_mus.append(m)
             new_nus.append(v)
         moments = list(zip(new_mus, new_nus))
 
         paths = treedef.flatten_up_to(state.path)
-        new_updates, new_paths, lr_factor, lr = _clara_step(
+        new_updates, new_paths, lr_factor, lr, base_lr = _clara_step(
             config,
             state,
             [squared_norm(m, v) for m, v in moments],
@@ -510,6 +610,7 @@ def _scale_by_adam_clara(
             nu=unflatten_like(new_nus, nus),
             lr_factor=lr_factor,
             lr=lr,
+            base_lr=base_lr,
             path=treedef.unflatten(new_paths),
         )
         return treedef.unflatten(new_updates), new_state
@@ -567,11 +668,13 @@ def adam_clara(
     :math:`\mu_A` (:func:`adam_clara_reference`) is the closed form of the
     expected squared path length when Adam sees pure noise; it replaces the
     original's Monte Carlo table and holds for any model size. The state field
-    ``lr`` is :math:`\eta_{t+1}`.
+    ``lr`` is :math:`\eta_{t+1}`; write it to set the rate, as for
+    :func:`clara_sgd`.
 
     The implementation fuses Adam and CLARA into one transform (state
     :class:`ScaleByAdamClaraState`, holding ``count``, ``mu``, ``nu``,
-    ``lr_factor``, ``lr`` and ``path``). Up to rounding it equals the chain ::
+    ``lr_factor``, ``lr``, ``base_lr`` and ``path``). Up to rounding it equals
+    the chain ::
 
       optax.chain(
           optax.add_decayed_weights(weight_decay, mask),  # if weight_decay > 0
@@ -686,8 +789,8 @@ def _scale_by_clara_seed(
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
         dtype = state.lr_factor.dtype
-        cum = jnp.asarray(c, dtype)
-        gain = cum / (2.0 * jnp.asarray(damping, dtype))
+        cum = numerics.as_real(c, dtype)
+        gain = cum / (2.0 * numerics.as_real(damping, dtype))
         directions, treedef = jax.tree.flatten(updates)
         paths = treedef.flatten_up_to(state.path)
         active = [k for k, a in enumerate(directions) if a.size > 0]
@@ -716,49 +819,74 @@ def _scale_by_clara_seed(
         finite &= jnp.isfinite(sum(path_norms, jnp.zeros([], dtype)))
         new_paths = [jnp.where(finite, q, p) for q, p in zip(new_paths, paths)]
 
-        def factor(exponent):
-            f = jnp.exp(exponent_boost * exponent)
+        def factor(squared_norm, size):
+            f = jnp.exp(exponent_boost * (gain * (squared_norm / size - 1)))
             return f if clip is None else jnp.clip(f, *clip)
 
-        base = jnp.asarray(schedule(state.count), dtype)
-        one = jnp.ones([], dtype)
+        base = numerics.as_real(schedule(state.count), dtype)
+        implied, _ = _read_rate(state, base)
         if rule == "global":
-            size = sum(directions[k].size for k in active)
-            f = one
+            # Not cumulative: one factor of the whole path, relative to the
+            # base rate, which a written lr rescales by lr / (base_lr * f).
+            start = state.lr_factor
+            scale = base * _written_scale(implied, start)
+            new_factor = jnp.ones([], dtype)
             if adapt and active:
-                f = factor(gain * (sum(path_norms[k] for k in active) / size - 1))
-            rates = [f] * len(directions)
-            lr_factor, lr = f, base * f
+                new_factor = factor(
+                    sum(path_norms[k] for k in active),
+                    sum(directions[k].size for k in active),
+                )
+            rates = [new_factor] * len(directions)
         else:
-            rates = [state.lr_factor] * len(directions)
-            running = state.lr_factor
-            for k in active:
-                f = factor(gain * (path_norms[k] / directions[k].size - 1))
-                if rule == "local":
-                    if adapt:
-                        running = running * f
-                        if not faithful:
-                            running = jnp.clip(running, *_LOCAL_RATE_RANGE)
-                else:
-                    # The original steps its moving average once per tensor.
-                    running = _SMOOTHING * running + (1 - _SMOOTHING) * f
-                rates[k] = running
-            lr_factor = running
-            if rule == "smoothed" and not adapt:
-                # The original only moves parameters inside `if adapt_lr`.
-                rates = [one * (0.0 if faithful else 1.0)] * len(directions)
-            lr = base * lr_factor
-        lr_factor = jnp.where(finite, lr_factor, state.lr_factor)
-        new_updates = [_scaled(a, base * r) for a, r in zip(directions, rates)]
+            # Local compounds like the published rate and continues from the
+            # factor the state's (maybe written) lr implies; Smoothed's average
+            # is relative to the base rate, which a written lr rescales.
+            start = implied if rule == "local" else state.lr_factor
+            scale = base if rule == "local" else base * _written_scale(implied, start)
+            factors = {k: factor(path_norms[k], directions[k].size) for k in active}
+            rates, new_factor = _tensor_by_tensor(
+                rule, faithful, adapt, start, factors, len(directions)
+            )
+        new_factor = jnp.where(finite, new_factor, start)
+        new_updates = [_scaled(a, scale * r) for a, r in zip(directions, rates)]
         new_state = ScaleByClaraState(
             count=optax.safe_increment(state.count),
-            lr_factor=lr_factor,
-            lr=jnp.where(finite, lr, state.lr),
+            lr_factor=new_factor,
+            lr=_next_lr(state, new_factor / start, base, new_factor),
+            base_lr=base,
             path=treedef.unflatten(new_paths),
         )
         return treedef.unflatten(new_updates), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _written_scale(implied: jax.Array, lr_factor: jax.Array) -> jax.Array:
+    # lr / (base_lr * lr_factor): 1 up to rounding unless lr was written.
+    scale = implied / lr_factor
+    return jnp.where(jnp.isfinite(scale), scale, 1).astype(implied.dtype)
+
+
+def _tensor_by_tensor(rule, faithful, adapt, start, factors, num_leaves):
+    """Local's and Smoothed's per-leaf rates (in units of the base rate) and
+    the factor they keep, from the kept factor ``start`` and each non-empty
+    leaf's path factor ``factors[k]``."""
+    rates = [start] * num_leaves
+    running = start
+    for k, f in factors.items():
+        if rule == "local":
+            if adapt:
+                running = running * f
+                if not faithful:
+                    running = jnp.clip(running, *_LOCAL_RATE_RANGE)
+        else:
+            # The original steps its moving average once per tensor.
+            running = _SMOOTHING * running + (1 - _SMOOTHING) * f
+        rates[k] = running
+    if rule == "smoothed" and not adapt:
+        # The original only moves parameters inside `if adapt_lr`.
+        rates = [jnp.full([], 0.0 if faithful else 1.0, start.dtype)] * num_leaves
+    return rates, running
 
 
 def _adam_clara_seed(rule: SeedRule):
@@ -842,6 +970,9 @@ _COMMON_SEED = r"""
     unit vector per tensor when adapting. Tensors are visited in the flatten
     order of the parameter tree (PyTorch uses registration order). The state
     field ``lr`` is the rate the original writes back into its parameter group.
+    Writing it (``optax.tree.set(state, lr=x)``) scales every rate of the next
+    update by ``x`` over the stored value: Local's rate continues from ``x``,
+    and Global's and Smoothed's base rate is scaled by that ratio from then on.
     A non-finite direction leaves the path and the rate unchanged.
 """
 
@@ -887,7 +1018,7 @@ adam_clara_local.__doc__ = (
     The rate persists, so it compounds over tensors and steps and depends on
     the tensor order; under noise it decays geometrically, under a constant
     gradient it overflows. ``faithful=False`` clamps the rate to
-    [0.1, 10] times the base rate after every tensor.
+    [0.1, 10] times the base rate after every tensor (a written ``lr`` too).
 """
     + _COMMON_SEED
     + _SEED_ARGS
