@@ -1,5 +1,8 @@
 """The scale-free GARO design (``garo-v2``): invariance, bounded rate, Adam limit."""
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,12 +16,17 @@ MAX_CHANGE = ctl.SCALE_FREE_DESIGN.max_lr_change
 
 
 def _quadratic():
+    """A noisy ill-conditioned quadratic: it never converges to an exact 0."""
     scales = jnp.logspace(-2, 1, 8)
     target = jnp.linspace(-1.0, 2.0, 8)
     params = {"x": jnp.zeros(8), "y": jnp.ones((2, 3))}
 
-    def loss(p):
-        return 0.5 * jnp.sum(scales * (p["x"] - target) ** 2) + jnp.sum(p["y"] ** 2)
+    def loss(p, step):
+        noise = 0.1 * jax.random.normal(
+            jax.random.fold_in(jax.random.key(7), step), (8,)
+        )
+        x = p["x"] - target - noise
+        return 0.5 * jnp.sum(scales * x**2) + jnp.sum(p["y"] ** 2) + 1.0
 
     return params, loss
 
@@ -34,25 +42,27 @@ def _mlp():
         "b2": jnp.zeros(()),
     }
 
-    def loss(p):
+    def loss(p, step):
+        del step
         hidden = jnp.tanh(x @ p["w1"] + p["b1"][None, :])
         return jnp.mean((hidden @ p["w2"] + p["b2"] - y) ** 2)
 
     return params, loss
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2, 4))
 def _run(tx, params, loss, scale, steps):
-    scaled = lambda p: scale * loss(p)
+    scaled = lambda p, t: scale * loss(p, t)
 
-    def step(carry, _):
+    def step(carry, t):
         p, s = carry
-        value, grads = jax.value_and_grad(scaled)(p)
+        value, grads = jax.value_and_grad(scaled)(p, t)
         updates, s = tx.update(grads, s, p, value=value)
         lr = garo_optax.hyperparams(s)["lr"]
         return (optax.apply_updates(p, updates), s), (value / scale, lr)
 
     (params, _), (losses, lrs) = jax.lax.scan(
-        step, (params, tx.init(params)), None, steps
+        step, (params, tx.init(params)), jnp.arange(steps)
     )
     return params, losses, lrs
 
@@ -65,24 +75,56 @@ def _controller(which):
     )
 
 
+def _tiny_eps(controller):
+    return controller._replace(design=dataclasses.replace(controller.design, eps=1e-30))
+
+
+def _max_gap(a, b):
+    return max(
+        float(jnp.max(jnp.abs(x - y)))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )
+
+
+@pytest.mark.parametrize("problem", [_quadratic, _mlp])
+@pytest.mark.parametrize("which", ["drawn", "pretrained"])
+def test_power_of_two_loss_scale_is_exact(problem, which):
+    """c * loss for c = 2**-10, 2**10 (about 1e-3 and 1e3), the normalization's
+    eps set to 1e-30: the same iterates and rates over 200 steps, to the bit.
+
+    Multiplying by a power of two is exact in floating point, so any
+    difference would be a feature or a step that is not scale-free.
+    """
+    tx = garo_optax.garo(_tiny_eps(_controller(which)))
+    params, loss = problem()
+    reference, ref_losses, ref_lrs = _run(tx, params, loss, 1.0, 200)
+    assert float(ref_losses[-1]) < float(ref_losses[0])
+    for scale in (2.0**-10, 2.0**10):
+        final, _, lrs = _run(tx, params, loss, scale, 200)
+        assert _max_gap(final, reference) == 0.0
+        np.testing.assert_array_equal(lrs, ref_lrs)
+
+
 @pytest.mark.parametrize("problem", [_quadratic, _mlp])
 @pytest.mark.parametrize("which", ["drawn", "pretrained"])
 def test_loss_scale_leaves_iterates_unchanged(problem, which):
-    """c * loss for c in [1e-3, 1e3]: the same iterates over 200 steps.
+    """c * loss for c = 1e-3 and 1e3 with the shipped eps (1e-12): 200 steps.
 
-    Tolerance: 2e-5 absolute on the parameters (of order 1) and 2e-5 relative
-    on the learning rates, float32 rounding compounded over 200 steps; the
-    eps of 1e-12 in the normalization is far below every gradient here.
+    c is not a power of two, so c * loss rounds differently, and near
+    convergence the eps of the normalization weighs on the smallest gradient
+    entries; the dynamics amplify both. Tolerance (measured gaps on this
+    machine: below 2e-3): 1e-2 absolute on the parameters (of order 1), 1%
+    on the final loss (or 1e-5 of the initial loss once converged).
     """
     tx = garo_optax.garo(_controller(which))
     params, loss = problem()
-    reference, ref_losses, ref_lrs = jax.jit(lambda: _run(tx, params, loss, 1.0, 200))()
-    assert float(ref_losses[-1]) < float(ref_losses[0])
+    reference, ref_losses, _ = _run(tx, params, loss, 1.0, 200)
     for scale in (1e-3, 1e3):
-        final, losses, lrs = jax.jit(lambda s=scale: _run(tx, params, loss, s, 200))()
-        for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(reference)):
-            np.testing.assert_allclose(a, b, atol=2e-5)
-        np.testing.assert_allclose(lrs, ref_lrs, rtol=2e-5)
+        final, losses, _ = _run(tx, params, loss, scale, 200)
+        assert _max_gap(final, reference) < 1e-2
+        np.testing.assert_allclose(
+            losses[-1], ref_losses[-1], rtol=1e-2, atol=1e-5 * ref_losses[0]
+        )
 
 
 def test_seed_design_is_not_scale_free():
@@ -91,11 +133,7 @@ def test_seed_design_is_not_scale_free():
     params, loss = _quadratic()
     a, _, _ = _run(tx, params, loss, 1.0, 50)
     b, _, _ = _run(tx, params, loss, 1e-3, 50)
-    gap = max(
-        float(jnp.max(jnp.abs(x - y)))
-        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
-    )
-    assert gap > 1e-2
+    assert _max_gap(a, b) > 1e-2
 
 
 @pytest.mark.parametrize("which", ["drawn", "pretrained"])
@@ -105,7 +143,7 @@ def test_rate_changes_by_a_bounded_factor(which, scale):
     controller = _controller(which)
     tx = garo_optax.garo(controller)
     params, loss = _mlp()
-    _, _, lrs = jax.jit(lambda: _run(tx, params, loss, scale, 300))()
+    _, _, lrs = _run(tx, params, loss, scale, 300)
     lr0 = float(jnp.exp(controller.log_lr0))
     assert float(tx.init(params)[0].lr) == pytest.approx(lr0, rel=1e-6)
     ratios = np.asarray(lrs) / np.concatenate([[lr0], np.asarray(lrs)[:-1]])
@@ -137,7 +175,7 @@ def test_head_init_scale_zero_is_adam():
 
     state, p = adam.init(params), params
     for _ in range(100):
-        grads = jax.grad(loss)(p)
+        grads = jax.grad(loss)(p, 0)
         updates, state = adam.update(grads, state, p)
         p = optax.apply_updates(p, updates)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(p)):
@@ -152,7 +190,7 @@ def test_decoupled_weight_decay_is_adamw():
     adamw = optax.adamw(1e-3, b1=0.9, eps=ctl.SCALE_FREE_DESIGN.eps, weight_decay=0.1)
     state, p = adamw.init(params), params
     for _ in range(50):
-        updates, state = adamw.update(jax.grad(loss)(p), state, p)
+        updates, state = adamw.update(jax.grad(loss)(p, 0), state, p)
         p = optax.apply_updates(p, updates)
     for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(p)):
         np.testing.assert_allclose(a, b, atol=2e-5)
@@ -170,8 +208,8 @@ def test_non_finite_gradient_keeps_the_state():
     tx = garo_optax.garo(garo_optax.pretrained())
     params, loss = _mlp()
     state = tx.init(params)
-    grads = jax.grad(loss)(params)
-    _, state = tx.update(grads, state, params, value=loss(params))
+    grads = jax.grad(loss)(params, 0)
+    _, state = tx.update(grads, state, params, value=loss(params, 0))
     bad = jax.tree.map(lambda g: g.at[..., 0].set(jnp.nan) if g.ndim else g, grads)
     updates, after = tx.update(bad, state, params, value=jnp.nan)
     assert all(bool(jnp.all(u == 0)) for u in jax.tree.leaves(updates))

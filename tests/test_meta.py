@@ -331,7 +331,7 @@ _SHARDING_SCRIPT = textwrap.dedent(
     out = {
         "shards": shards,
         "after": len(params.sharding.device_set),
-        "controller": [np.ravel(x).tolist() for x in state.controller],
+        "controller": [np.ravel(x).tolist() for x in jax.tree.leaves(state.controller)],
         "meta_loss": float(metrics["meta_loss"]),
     }
     try:
@@ -368,7 +368,7 @@ def test_population_sharded_over_8_host_devices_matches_one_device():
     for _ in range(3):
         state, metrics = step(state)
     assert out["shards"] == 8 and out["after"] == 8
-    for a, b in zip(state.controller, out["controller"]):
+    for a, b in zip(jax.tree.leaves(state.controller), out["controller"]):
         np.testing.assert_allclose(np.ravel(a), b, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(metrics["meta_loss"], out["meta_loss"], rtol=1e-5)
     assert "divisible" in out["error"] and "population=6" in out["error"]

@@ -118,7 +118,7 @@ def _load_eval_controller(spec: str):
     from garo_optax.meta import _train
 
     if spec == "pretrained" or spec in pretrained.available():
-        name = "garo-v1" if spec == "pretrained" else spec
+        name = pretrained.DEFAULT if spec == "pretrained" else spec
         info = (
             pretrained.pretrained_info(name) if name in pretrained.available() else {}
         )

@@ -92,7 +92,7 @@ class GaroDesign:
     eps: float = 1e-12
     max_lr_change: float = 1.1
     min_lr: float = 1e-7
-    max_lr: float = 10.0
+    max_lr: float = 1.0
 
 
 SEED_DESIGN = GaroDesign()

@@ -92,40 +92,19 @@ def _mean_over(h: jax.Array, weights: jax.Array) -> jax.Array:
     return jnp.sum(h * weights[:, None], axis=0) / total
 
 
-def _real_dtype(dtype) -> jnp.dtype:
-    """The dtype of |x| for x of ``dtype`` (float32 for complex64)."""
-    return jnp.finfo(dtype).dtype
-
-
-def _work_dtype(leaf_dtype, dtype) -> jnp.dtype:
-    """The element-wise compute dtype: ``dtype``, complex for complex leaves."""
-    real = numerics.widest_float(_real_dtype(leaf_dtype), dtype)
-    if jnp.issubdtype(leaf_dtype, jnp.complexfloating):
-        return jnp.result_type(real, jnp.complex64)
-    return real
-
-
-def _abs2(x: jax.Array) -> jax.Array:
-    """|x|^2, real (x * conj(x) for complex x)."""
-    if jnp.iscomplexobj(x):
-        return jnp.square(x.real) + jnp.square(x.imag)
-    return x * x
-
-
-def _real_dot(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Re(a * conj(b)) element-wise: the terms of the real inner product."""
-    if jnp.iscomplexobj(a):
-        return a.real * b.real + a.imag * b.imag
-    return a * b
-
-
 def _leaf_sums(g, m, nu, work, dtype, design, skip_nonfinite):
     """One pass over a leaf for every statistic of the step (a tuple of sums)."""
     g, m = g.astype(work), m.astype(work)
-    terms = (_abs2(g), _real_dot(g, m), _abs2(m))
+    terms = (
+        numerics.abs_square(g),
+        numerics.real_product(g, m),
+        numerics.abs_square(m),
+    )
     if design.scale_free:  # |m / (sqrt(nu) + eps)|^2, the last direction's size.
         eps = jnp.asarray(design.eps, dtype)
-        terms += (_abs2(m).astype(dtype) / jnp.square(ctl.safe_sqrt(nu) + eps),)
+        terms += (
+            numerics.abs_square(m).astype(dtype) / jnp.square(ctl.safe_sqrt(nu) + eps),
+        )
     if skip_nonfinite:
         terms += (jnp.real(g * 0),)  # NaN exactly when g is not finite.
     return jnp.stack(numerics.fused_sums(*terms, dtype=dtype))
@@ -190,7 +169,7 @@ def _scale_free_leaf_step(g, m, nu, theta, hp, scales, design, work, finite, cou
         gw = gw + decay
     b2 = jnp.asarray(design.b2, nu.dtype)
     m_new = mom.astype(work) * m.astype(work) + (1 - mom).astype(work) * gw
-    nu_new = b2 * nu + (1 - b2) * _abs2(gw).astype(nu.dtype)
+    nu_new = b2 * nu + (1 - b2) * numerics.abs_square(gw).astype(nu.dtype)
     m_new = jnp.where(finite, m_new, m.astype(work)).astype(m.dtype)
     nu_new = jnp.where(finite, nu_new, nu)
     # sqrt with a zero derivative at 0: a never-touched element (nu = 0) must
@@ -285,8 +264,9 @@ def scale_by_garo(
         )
 
     def init_fn(params):
-        dtype = _real_dtype(numerics.scalar_dtype(params))
-        dtype = numerics.widest_float(dtype, ctl.default_dtype())
+        dtype = numerics.widest_float(
+            numerics.scalar_dtype(params), ctl.default_dtype()
+        )
         theta = _cast(controller, dtype)
         shape = [len(jax.tree.leaves(params))] if per_tensor else []
         h = jnp.zeros([*shape, hidden_size], dtype)
@@ -303,7 +283,8 @@ def scale_by_garo(
         if design.scale_free:
             scale_free_fields = dict(
                 nu=jax.tree.map(
-                    lambda p: jnp.zeros_like(p, dtype=_real_dtype(p.dtype)), params
+                    lambda p: jnp.zeros_like(p, dtype=numerics.real_dtype(p.dtype)),
+                    params,
                 ),
                 first_moment_scale=jnp.zeros(shape, dtype),
                 loss_first=zero(),
@@ -383,7 +364,7 @@ def scale_by_garo(
         nus = treedef.flatten_up_to(state.nu) if design.scale_free else moms
         thetas = treedef.flatten_up_to(params) if params is not None else None
         thetas = None if wd_off else thetas
-        work = [_work_dtype(g.dtype, dtype) for g in grads]
+        work = [numerics.compute_dtype(g.dtype, dtype) for g in grads]
         sizes = jnp.asarray([g.size for g in grads], dtype)
         # Zero-size leaves get hyperparameters but stay out of the context.
         nonempty = (sizes > 0).astype(dtype)

@@ -16,6 +16,8 @@ import numpy as np
 from garo_optax._src import controller as ctl
 
 WEIGHTS = pathlib.Path(__file__).resolve().parents[1] / "weights"
+DEFAULT = "garo-v2"
+"""The best shipped controller: the scale-free design, what ``pretrained()`` loads."""
 
 
 def available() -> tuple[str, ...]:
@@ -73,15 +75,19 @@ def read_controller(path) -> ctl.GaroController:
     return ctl.GaroController(**weights, design=design)
 
 
-def pretrained(name: str = "garo-v1") -> ctl.GaroController:
+def pretrained(name: str = DEFAULT) -> ctl.GaroController:
     """A meta-trained GARO controller shipped with the package.
 
-    ``garo_optax.garo(garo_optax.pretrained())`` is GARO with weights
-    meta-trained on the families of ``garo_optax.meta.META_TRAIN_FAMILIES``;
-    ``pretrained_info(name)`` tells how.
+    ``garo_optax.garo(garo_optax.pretrained())`` is GARO with the best shipped
+    controller, ``garo-v2`` (the scale-free design, meta-trained on
+    ``garo_optax.meta.META_TRAIN_FAMILIES`` and ``EXTRA_TRAIN_FAMILIES`` under
+    random loss and parameter scales); the controller carries its design, so
+    nothing else needs to be passed. ``pretrained("garo-v1")`` is the seed
+    design's controller, unchanged. ``pretrained_info(name)`` tells how each
+    was trained and how it evaluated.
 
     Args:
-      name: one of :func:`available`.
+      name: one of :func:`available` (default ``"garo-v2"``).
 
     Returns:
       The :class:`garo_optax.GaroController`.
@@ -101,7 +107,7 @@ def pretrained(name: str = "garo-v1") -> ctl.GaroController:
     return read_controller(WEIGHTS / f"{name}.npz")
 
 
-def pretrained_info(name: str = "garo-v1") -> dict:
+def pretrained_info(name: str = DEFAULT) -> dict:
     """How the shipped controller ``name`` was trained and evaluated.
 
     Args:

@@ -49,7 +49,8 @@ def config_to_json(config: _train.MetaConfig) -> dict[str, Any]:
             "only configs whose families are registered names can be saved, got "
             f"{config.families!r}"
         )
-    fields["families"] = list(config.families)
+    for name in ("families", "loss_scale", "param_scale"):
+        fields[name] = list(getattr(config, name))
     return fields
 
 
