@@ -194,6 +194,10 @@ def meta_eval_command(args: argparse.Namespace) -> int:
         "garo_trained": controller,
         "garo_init": _train.initial_controller(config),
     }
+    if controller.design.scale_free:  # the seed design's shipped controller
+        from garo_optax._src import pretrained
+
+        controllers["garo_v1"] = pretrained.pretrained("garo-v1")
     options = {"granularity": config.granularity, "lagged": config.lagged}
     out = pathlib.Path(args.out) if args.out else None
     if out is not None:
