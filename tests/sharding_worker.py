@@ -5,6 +5,7 @@ Run by ``tests/test_sharding.py`` in a subprocess with
 fixed when JAX starts, so it cannot be set inside the test process):
 
     python tests/sharding_worker.py [ENTRY ...] [--modes explicit,auto] [--pinned]
+    python tests/sharding_worker.py [ENTRY ...] --recipe
 
 For each entry of ``registry.REGISTRY`` it builds parameters on a 4 x 2
 (data x model) mesh, some leaves split over one or both axes and some
@@ -18,6 +19,11 @@ replicated, and checks:
   same 20 steps with every array on one device, to float tolerance;
 * a step jitted with explicit ``in_shardings``/``out_shardings`` (what a
   training loop pins) gives the propagated step's results.
+
+With ``--recipe``, only the README's recipe for every entry (and GARO with
+the shipped controller, ``garo_pretrained``): the state's shardings from
+``optax.tree.map_params`` over ``jax.eval_shape(tx.init, params)``, and
+``jax.jit(tx.init, out_shardings=...)`` placing the state so (no update).
 
 The report lists, per entry, the failures found (an empty list passes).
 """
@@ -106,6 +112,36 @@ def check_placement(tree, params, what: str) -> list[str]:
         if leaf.sharding.device_set != set(jax.devices()):
             failures.append(f"{name}: on {len(leaf.sharding.device_set)} devices")
     return failures
+
+
+def recipe_shardings(tx, params, mesh):
+    """The README recipe: the state's shardings, params' for params-shaped
+    subtrees of the state and replicated for the rest."""
+    param_shardings = jax.tree.map(lambda x: x.sharding, params)
+    return optax.tree.map_params(
+        tx,
+        lambda _, s: s,
+        jax.eval_shape(tx.init, params),
+        param_shardings,
+        transform_non_params=lambda _: NamedSharding(mesh, P()),
+    )
+
+
+def run_recipe(tx, mesh) -> dict:
+    """``jax.jit(tx.init, out_shardings=recipe_shardings(...))`` on the mesh:
+    the state lands where the recipe says, which is where it belongs."""
+    with jax.set_mesh(mesh):
+        params = make_problem(mesh)[0]
+        shardings = recipe_shardings(tx, params, mesh)
+        state = jax.jit(tx.init, out_shardings=shardings)(params)
+    failures = check_placement(state, params, "recipe init")
+    leaves, wanted = jax.tree.leaves(state), jax.tree.leaves(shardings)
+    if len(leaves) != len(wanted):
+        failures.append(f"{len(wanted)} shardings for {len(leaves)} state leaves")
+    for i, (leaf, want) in enumerate(zip(leaves, wanted)):
+        if not leaf.sharding.is_equivalent_to(want, leaf.ndim):
+            failures.append(f"state leaf {i}: {leaf.sharding} != recipe's {want}")
+    return {"failures": failures[:20], "state_leaves": len(leaves)}
 
 
 def _close(a, b, what: str) -> list[str]:
@@ -222,20 +258,29 @@ AXIS_TYPES = {
 }
 
 
-def main(names, modes, pinned: bool) -> dict:
+# The recipe also covers GARO with the shipped controller.
+RECIPE_EXTRA = {"garo_pretrained": lambda: garo_optax.garo(garo_optax.pretrained())}
+
+
+def main(names, modes, pinned: bool, recipe: bool = False) -> dict:
     assert jax.device_count() == 8, jax.devices()
-    entries = [e for e in REGISTRY if not names or e.name in names]
-    assert names is None or len(entries) == len(names), names
+    makers = {e.name: e.make for e in REGISTRY} | (RECIPE_EXTRA if recipe else {})
+    entries = {e.name: e for e in REGISTRY}
+    names = names or list(makers)
+    assert set(names) <= set(makers), sorted(set(names) - set(makers))
     report = {}
     for mode in modes:
         axis_types = (AXIS_TYPES[mode],) * 2
         mesh = jax.make_mesh((4, 2), ("data", "model"), axis_types=axis_types)
-        for entry in entries:
+        for name in names:
             try:
-                result = run_entry(entry, mesh, mode, pinned)
+                if recipe:
+                    result = run_recipe(makers[name](), mesh)
+                else:
+                    result = run_entry(entries[name], mesh, mode, pinned)
             except Exception as error:  # reported: one entry must not hide others
                 result = {"error": f"{type(error).__name__}: {error}"}
-            report[f"{entry.name}/{mode}"] = result
+            report[f"{name}/{mode}"] = result
     return report
 
 
@@ -244,6 +289,7 @@ if __name__ == "__main__":
     parser.add_argument("entries", nargs="*", help="registry names (default: all)")
     parser.add_argument("--modes", default="explicit,auto")
     parser.add_argument("--pinned", action="store_true")
+    parser.add_argument("--recipe", action="store_true", help="README recipe only")
     args = parser.parse_args()
-    report = main(args.entries or None, args.modes.split(","), args.pinned)
+    report = main(args.entries or None, args.modes.split(","), args.pinned, args.recipe)
     print(json.dumps(report))

@@ -15,7 +15,10 @@ sum moves it by 1.1e-6. Every other transform agrees to 2e-5.
 
 The default suite runs two entries on an explicit-sharding mesh
 (``jax.make_mesh``'s default) and one on an ``Auto`` one; ``-m slow`` runs
-every entry on both.
+every entry on both. The README's sharding recipe (state shardings from
+``optax.tree.map_params``, then ``jax.jit(tx.init, out_shardings=...)``) is
+checked for every entry on both kinds of mesh in the default suite: it only
+initialises, which is cheap.
 """
 
 import json
@@ -76,6 +79,20 @@ def test_mesh_matches_one_device(mode):
 @pytest.mark.parametrize("mode", ["explicit", "auto"])
 def test_every_transform_matches_one_device(mode):
     check(run_worker("--modes", mode, "--pinned"), NAMES, [mode])
+
+
+def test_readme_recipe_every_transform():
+    """README's recipe (``map_params`` over ``eval_shape(tx.init)`` with the
+    params' shardings, then ``jax.jit(tx.init, out_shardings=...)``) places the
+    state of every transform, and of GARO with the shipped controller, on both
+    kinds of mesh: moments like their parameters, everything else replicated."""
+    names = [*NAMES, "garo_pretrained"]
+    modes = ["explicit", "auto"]
+    report = run_worker("--recipe", "--modes", ",".join(modes))
+    assert sorted(report) == sorted(f"{n}/{m}" for n in names for m in modes)
+    problems = {k: v.get("error") or v["failures"] for k, v in report.items()}
+    assert not any(problems.values()), {k: v for k, v in problems.items() if v}
+    assert all(result["state_leaves"] > 0 for result in report.values())
 
 
 def test_worker_detects_a_misplaced_state():
