@@ -158,7 +158,7 @@ def _init_state(params, schedule, path_dtype) -> ScaleByClaraState:
         count=count,
         lr_factor=jnp.ones([], dtype),
         lr=base_lr,
-        base_lr=base_lr,
+        base_lr=jnp.copy(base_lr),  # its own buffer, so the state can be donated
         path=jax.tree.map(zeros, params),
     )
 
