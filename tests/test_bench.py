@@ -101,6 +101,11 @@ def test_sweep_keeps_the_best_rate_and_compiles_once():
     assert float(np.mean(result.final_loss)) == pytest.approx(finals[best])
     # On this quadratic (largest curvature 1) SGD improves with the rate up to 0.3.
     assert result.learning_rate > 1e-2
+    assert result.runs == len(bench.SWEEP_FACTORS) == 7
+    # A tuning-free peer runs once, at its defaults, under --sweep too.
+    peer = _run("schedule_free_sgd", sweep=True)
+    assert peer.runs == 1 and peer.swept == () and math.isnan(peer.learning_rate)
+    assert bench.OPTIMIZERS["schedule_free_sgd"].group == "peers"
 
     task = bench.TASKS[QUADRATIC].build()
     run = bench.make_run(task, bench.OPTIMIZERS["sgd"].build, 10)
@@ -112,15 +117,60 @@ def test_sweep_keeps_the_best_rate_and_compiles_once():
 
 def test_run_many_equals_run_one_in_order():
     jobs = [
-        dict(task_name=QUADRATIC, optimizer_name=n, seeds=(0,), num_steps=15)
-        for n in ("adam", "clara_sgd")
+        dict(task_name=task, optimizer_name=n, seeds=(0,), num_steps=15)
+        for task, n in (
+            (QUADRATIC, "adam"),
+            (QUADRATIC, "clara_sgd"),
+            ("rosenbrock", "adam"),
+        )
     ]
     seen = []
-    results = bench.run_many(jobs, workers=2, on_result=seen.append)
-    assert [r.optimizer for r in results] == ["adam", "clara_sgd"]
-    assert seen == results
+    results = bench.run_many(jobs, workers=2, ahead=1, on_result=seen.append)
+    assert [(r.task, r.optimizer) for r in results] == [
+        (j["task_name"], j["optimizer_name"]) for j in jobs
+    ]
+    assert seen == [results[0], results[2], results[1]]  # the tasks in turn
     for job, r in zip(jobs, results):
         np.testing.assert_array_equal(r.curve, bench.run_one(**job).curve)
+
+
+def test_interleaved_takes_the_tasks_in_turn():
+    jobs = [dict(task_name=t) for t in "aaabbc"]
+    assert bench._interleaved(jobs) == [0, 3, 5, 1, 4, 2]
+
+
+def test_a_missing_compile_option_falls_back_to_xla_defaults(monkeypatch):
+    monkeypatch.setattr(bench, "COMPILE_OPTIONS", {"xla_cpu_no_such_option": True})
+    lowered = jax.jit(lambda x: x + 1).lower(jnp.float32(1))
+    compiled = bench._compile(lowered, {"xla_cpu_no_such_option": True})
+    assert compiled(jnp.float32(2)) == 3
+    with pytest.raises(Exception, match="No such compile option"):
+        bench._compile(lowered, {"xla_cpu_other_missing_option": True})
+
+
+def test_schedule_free_reports_losses_at_its_eval_params():
+    """On a task with a held-out loss, through ``run_one``: every reported
+    loss and the held-out loss are those at ``schedule_free_eval_params``."""
+    steps, name = 12, "schedule_free_sgd"
+    result = bench.run_one("noisy_quadratic", name, seeds=(0,), num_steps=steps)
+    task = bench.TASKS["noisy_quadratic"].build()
+    tx = bench.OPTIMIZERS[name].build(None, steps)
+    eval_params = optax.contrib.schedule_free_eval_params
+    k_init, k_batch = jax.random.split(bench.seed_keys((0,))[0])
+    params = task.init(k_init)
+    state, at_x, at_y = tx.init(params), [], []
+    for i in range(steps):
+        batch = task.batch(jax.random.fold_in(k_batch, i), jnp.int32(i))
+        at_x.append(float(task.loss(eval_params(state, params), batch)))
+        loss, grads = jax.value_and_grad(task.loss)(params, batch)
+        at_y.append(float(loss))
+        updates, state = tx.update(grads, state, params, value=loss)
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(result.curve, at_x, rtol=1e-5)
+    assert not np.allclose(result.curve[1:], at_y[1:], rtol=1e-3)
+    held_out = task.eval_loss(eval_params(state, params))
+    np.testing.assert_allclose(result.eval_loss, [held_out], rtol=1e-5)
+    assert not np.isclose(result.eval_loss[0], task.eval_loss(params), rtol=1e-3)
 
 
 def test_summaries_thresholds_and_best():
@@ -272,38 +322,111 @@ def test_unwritable_out_is_one_line(tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_bench_writes_table_json_csv_and_plots(tmp_path, capsys):
+def _cache_events():
+    """Counts the persistent-cache requests and hits of JAX from now on."""
+    counts = {"requests": 0, "hits": 0}
+
+    def listen(event, **kwargs):
+        if event == "/jax/compilation_cache/compile_requests_use_cache":
+            counts["requests"] += 1
+        elif event == "/jax/compilation_cache/cache_hits":
+            counts["hits"] += 1
+
+    jax.monitoring.register_event_listener(listen)
+    return counts, lambda: jax.monitoring.unregister_event_listener(listen)
+
+
+def _summary_from_bench_json(report):
+    """The summary's numbers, from bench.json alone."""
+    rows = report["results"]
+    loss = lambda r: math.inf if r["final_loss_mean"] is None else r["final_loss_mean"]
+    best = {t: min(loss(r) for r in rows if r["task"] == t) for t in report["steps"]}
+    adam = {r["task"]: r["run_s"] for r in rows if r["optimizer"] == "adam"}
+    out = {}
+    for name in dict.fromkeys(r["optimizer"] for r in rows):
+        mine = [r for r in rows if r["optimizer"] == name]
+        ratio = [loss(r) / best[r["task"]] for r in mine]
+        out[name] = {
+            "median_ratio": float(np.median(ratio)),
+            "within_10pct": sum(x <= 1.1 for x in ratio),
+            "wins": sum(x == 1 for x in ratio),
+            "diverged": sum(r["diverged"] for r in mine),
+            "time_vs_adam": np.median([r["run_s"] / adam[r["task"]] for r in mine]),
+        }
+    return out
+
+
+def test_bench_writes_summary_tables_plots_and_caches(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    optimizers = ["sgd", "adam", "garo", "clara_sgd"]
-    code = _bench(
-        tmp_path,
-        *("--tasks", QUADRATIC, "--optimizers", *optimizers),
-        *("--steps", "25", "--seeds", "2"),
+    optimizers = ["sgd", "adam", "garo", "clara_sgd", "schedule_free_adamw"]
+    args = (
+        *("--tasks", QUADRATIC, "rosenbrock", "--optimizers", *optimizers),
+        *("--steps", "25", "--seeds", "2", "--cache-dir", str(tmp_path / "cache")),
     )
-    assert code == 0
+    assert _bench(tmp_path, *args) == 0
     out = tmp_path / "out"
     printed = capsys.readouterr().out
     assert printed.startswith("quadratic (25 steps, 2 seeds")
-    assert (out / "bench.txt").read_text().split("\n\nwall")[0] in printed
+    summary = (out / "summary.txt").read_text()
+    assert summary.startswith("Summary over 2 tasks (quadratic, rosenbrock)")
+    assert printed.split("\n\nwall time")[0].endswith(summary.strip())
+    bench_txt = (out / "bench.txt").read_text()
+    assert bench_txt.startswith(summary) and printed.split(summary)[0] in bench_txt
 
     report = json.loads((out / "bench.json").read_text())
     with open(out / "bench.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [r["optimizer"] for r in rows] == optimizers
-    assert [r["optimizer"] for r in report["results"]] == optimizers
-    means = {r["optimizer"]: r["final_loss_mean"] for r in report["results"]}
-    for row in rows:
+    assert [r["optimizer"] for r in rows] == optimizers * 2
+    assert [r["optimizer"] for r in report["results"]] == optimizers * 2
+    means = {r["optimizer"]: r["final_loss_mean"] for r in report["results"][:5]}
+    for row in rows[:5]:
         assert float(row["final_loss_mean"]) == pytest.approx(means[row["optimizer"]])
     assert report["best"]["quadratic"] == min(means, key=means.get)
-    assert report["steps"] == {"quadratic": 25} and report["seeds"] == [0, 1]
+    assert report["steps"] == {"quadratic": 25, "rosenbrock": 25}
+    assert report["seeds"] == [0, 1]
     for r in report["results"]:
         assert len(r["curve"]) == 25 and len(r["final_loss_per_seed"]) == 2
-    garo = next(r for r in report["results"] if r["optimizer"] == "garo")
+        assert r["runs"] == 1
+    by_name = {(r["task"], r["optimizer"]): r for r in report["results"]}
+    garo = by_name[QUADRATIC, "garo"]
     assert set(garo["hyperparams"]) == {"lr", "momentum", "weight_decay"}
-    clara = next(r for r in report["results"] if r["optimizer"] == "clara_sgd")
-    assert set(clara["hyperparams"]) == {"lr"}
-    for png in ("loss_curves.png", "hyperparams.png"):
+    assert set(by_name[QUADRATIC, "clara_sgd"]["hyperparams"]) == {"lr"}
+    assert by_name[QUADRATIC, "schedule_free_adamw"]["group"] == "peers"
+    # sgd at 1e-2 diverges on Rosenbrock at step 4 (0-based), marked as such.
+    diverged = by_name["rosenbrock", "sgd"]
+    assert diverged["diverged"] and diverged["diverged_at"] == 4
+    assert diverged["curve"][3] is not None and diverged["curve"][4] is None
+
+    # The summary equals the same numbers computed from bench.json alone.
+    expected = _summary_from_bench_json(report)
+    got = json.loads((out / "summary.json").read_text())["rows"]
+    assert {w["optimizer"] for w in got} == set(optimizers)
+    medians = [w["median_ratio"] for w in got]
+    assert medians == sorted(medians, key=lambda x: math.inf if x is None else x)
+    for w in got:
+        want = expected[w["optimizer"]]
+        median = math.inf if w["median_ratio"] is None else w["median_ratio"]
+        assert median == pytest.approx(want["median_ratio"], rel=1e-12)
+        assert w["time_vs_adam"] == pytest.approx(want["time_vs_adam"], rel=1e-12)
+        for key in ("within_10pct", "wins", "diverged"):
+            assert w[key] == want[key], (w["optimizer"], key)
+        assert w["runs"] == 1 and w["tasks"] == 2
+    assert expected["sgd"]["diverged"] == 1
+    for png in ("loss_curves.png", "hyperparams.png", "profile.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A repeat run loads every program from the cache and computes the same.
+    counts, stop = _cache_events()
+    try:
+        assert _bench(tmp_path, *args, "--out", str(tmp_path / "again")) == 0
+    finally:
+        stop()
+    assert counts["requests"] >= 10 and counts["hits"] == counts["requests"]
+    again = json.loads((tmp_path / "again" / "bench.json").read_text())
+    assert [r["curve"] for r in again["results"]] == [
+        r["curve"] for r in report["results"]
+    ]
+    assert not jax.config.jax_compilation_cache_dir  # restored
 
 
 @pytest.mark.slow

@@ -18,16 +18,25 @@ Reported per task and optimizer (mean and standard deviation over the seeds):
   threshold: the final loss of ``adam`` at its default rate when ``adam`` is
   in the run, else the median final loss of the optimizers run;
 * ``run_s`` and ``compile_s``: wall time of the compiled run (all seeds) and
-  of its compilation.
+  of its compilation;
+* ``runs``: how many runs the result cost (1 at a default rate or for an
+  optimizer that sets its own, ``len(SWEEP_FACTORS)`` when swept).
 
 The tuning-free peers of :data:`garo_optax._src.peers.PEERS` are registered
-too (group ``"optax"``, their own rates); the loss a schedule-free one reports
-each step, and its held-out loss, are those at its evaluation parameters (its
-average, ``schedule_free_eval_params``), as their authors require.
+too (group ``"peers"``, run once at their own defaults, also under
+``--sweep``); the loss a schedule-free one reports each step, and its held-out
+loss, are those at its evaluation parameters (its average,
+``schedule_free_eval_params``), as their authors require.
+
+Compilation dominates runs of a few seconds, so every run compiles with
+:data:`COMPILE_OPTIONS` (and the short tasks with :data:`FAST_COMPILE`), and
+:func:`compilation_cache` keeps the compiled programs on disk for the next
+run.
 """
 
 import collections
 import concurrent.futures
+import contextlib
 import dataclasses
 import functools
 import itertools
@@ -62,7 +71,7 @@ class OptimizerSpec(NamedTuple):
       build: ``build(learning_rate, num_steps) -> optimizer``.
       default_lr: the rate used without ``--sweep`` (``None``: the optimizer
         sets its own rate, e.g. GARO, and is never swept).
-      group: ``"optax"``, ``"autosgm"``, ``"clara"`` or ``"garo"``.
+      group: the family, a key of :data:`GROUPS`.
       description: one line for the table's legend.
       probe: ``probe(opt_state) -> (lr, momentum, weight_decay)`` scalars
         recorded every step (NaN where not applicable), or ``None``.
@@ -79,6 +88,15 @@ class OptimizerSpec(NamedTuple):
 
 
 _NAN = float("nan")
+
+GROUPS: dict[str, str] = {
+    "optax": "optax classics",
+    "peers": "tuning-free peers",
+    "autosgm": "AutoSGM",
+    "clara": "CLARA",
+    "garo": "GARO",
+}
+"""The optimizer families, in report order, with their legends."""
 
 
 def _state_lr(opt_state) -> jax.Array:
@@ -263,7 +281,7 @@ def _registry() -> dict[str, OptimizerSpec]:
 
 def _peer_spec(peer: peers_lib.Peer) -> OptimizerSpec:
     build = lambda lr, n: peer.factory()
-    return OptimizerSpec(build, None, "optax", peer.description, None, peer.eval_params)
+    return OptimizerSpec(build, None, "peers", peer.description, None, peer.eval_params)
 
 
 OPTIMIZERS: dict[str, OptimizerSpec] = _registry()
@@ -310,7 +328,13 @@ def _build_task(spec: BenchTask):
     return family.task(config)
 
 
+COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+"""XLA compiler options of every run: XLA:CPU's classic emitters compile these
+scans 1.3-3x faster than its fusion emitters and run them at about the same
+speed (the same numbers up to float32 rounding)."""
+
 FAST_COMPILE = {
+    **COMPILE_OPTIONS,
     "xla_backend_optimization_level": 0,
     "xla_llvm_disable_expensive_passes": True,
 }
@@ -318,9 +342,9 @@ FAST_COMPILE = {
 ``jax_disable_most_optimizations``, given per compilation)."""
 
 
-def compiler_options(task_name: str) -> dict | None:
-    """The compiler options of a task's runs (``None``: XLA's defaults)."""
-    return FAST_COMPILE if TASKS[task_name].fast_compile else None
+def compiler_options(task_name: str) -> dict:
+    """The compiler options of a task's runs."""
+    return FAST_COMPILE if TASKS[task_name].fast_compile else COMPILE_OPTIONS
 
 
 def _quadratic_config(family, key):
@@ -555,11 +579,21 @@ class Result:
     compile_s: float
     swept: tuple[tuple[float, float], ...] = ()  # (rate, mean final loss)
     steps_to_threshold: int | None = None
+    runs: int = 1  # what the result cost: 1, or one run per rate swept
 
     @property
     def diverged(self) -> bool:
         """Whether any seed ended with a non-finite loss."""
         return not np.all(np.isfinite(self.final_loss))
+
+    @property
+    def diverged_at(self) -> int | None:
+        """The first step (0-based) whose loss is not finite in some seed, if
+        the run diverged, else ``None``."""
+        if not self.diverged:
+            return None
+        bad = np.flatnonzero(~np.isfinite(self.curve))
+        return int(bad[0]) if bad.size else self.curve.shape[0] - 1
 
     def summary(self) -> dict:
         """The JSON-able summary (no curves)."""
@@ -567,6 +601,10 @@ class Result:
         return {
             "task": self.task,
             "optimizer": self.optimizer,
+            "group": OPTIMIZERS[self.optimizer].group
+            if self.optimizer in OPTIMIZERS
+            else None,
+            "runs": self.runs,
             "learning_rate": finite(self.learning_rate),
             "final_loss_mean": finite(np.mean(self.final_loss)),
             "final_loss_std": finite(_std(self.final_loss)),
@@ -574,6 +612,7 @@ class Result:
             "eval_loss_std": finite(_std(self.eval_loss)),
             "steps_to_threshold": self.steps_to_threshold,
             "diverged": self.diverged,
+            "diverged_at": self.diverged_at,
             "run_s": self.run_s,
             "compile_s": self.compile_s,
             "final_loss_per_seed": [finite(x) for x in self.final_loss],
@@ -590,6 +629,61 @@ def _timed(fn, *args):
     start = time.perf_counter()
     out = jax.block_until_ready(fn(*args))
     return out, time.perf_counter() - start
+
+
+def _compile(lowered, options: dict):
+    """``lowered.compile`` with ``options``; an XLA that lacks one of
+    :data:`COMPILE_OPTIONS` compiles without them (its defaults)."""
+    try:
+        return lowered.compile(compiler_options=options)
+    except Exception as error:
+        if "No such compile option" not in str(error):
+            raise
+    kept = {k: v for k, v in options.items() if k not in COMPILE_OPTIONS}
+    return lowered.compile(compiler_options=kept or None)
+
+
+@contextlib.contextmanager
+def compilation_cache(path):
+    """Keeps every program compiled inside the block in ``path`` for later runs.
+
+    JAX's persistent compilation cache, with its thresholds at zero so that the
+    small programs of the bench (compiled in well under its default second) are
+    kept too: a repeat run loads them instead of compiling. The cache is
+    trusted code: keep ``path`` private. The previous settings come back on
+    exit.
+
+    Args:
+      path: a directory (created if needed), or ``None`` for no cache.
+
+    Yields:
+      ``None``.
+
+    Example:
+      >>> import tempfile
+      >>> with compilation_cache(tempfile.mkdtemp()):
+      ...     pass
+    """
+    if path is None:
+        yield
+        return
+    from jax.experimental.compilation_cache import compilation_cache as cache
+
+    settings = {
+        "jax_compilation_cache_dir": str(path),
+        "jax_persistent_cache_min_compile_time_secs": 0.0,
+        "jax_persistent_cache_min_entry_size_bytes": -1,
+    }
+    previous = {name: getattr(jax.config, name) for name in settings}
+    cache.reset_cache()  # JAX decides once per process whether to use it
+    try:
+        for name, value in settings.items():
+            jax.config.update(name, value)
+        yield
+    finally:
+        for name, value in previous.items():
+            jax.config.update(name, value)
+        cache.reset_cache()
 
 
 class Prepared(NamedTuple):
@@ -637,9 +731,8 @@ def prepare(
     else:
         rates = (spec.default_lr if learning_rate is None else learning_rate,)
     start = time.perf_counter()
-    compiled = run.lower(keys, jnp.float32(rates[0])).compile(
-        compiler_options=compiler_options(task_name)
-    )
+    lowered = run.lower(keys, jnp.float32(rates[0]))
+    compiled = _compile(lowered, compiler_options(task_name))
     compile_s = time.perf_counter() - start
     return Prepared(task_name, optimizer_name, compiled, keys, rates, compile_s)
 
@@ -665,6 +758,7 @@ def execute(prepared: Prepared) -> Result:
         run_s=seconds,
         compile_s=prepared.compile_s,
         swept=swept if len(outcomes) > 1 else (),
+        runs=len(outcomes),
     )
 
 
@@ -681,40 +775,55 @@ def run_many(
     jobs: Sequence[dict],
     *,
     workers: int = 2,
+    ahead: int | None = None,
     on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
-    """Runs many jobs, compiling up to ``workers`` of them ahead in threads.
+    """Runs many jobs, compiling up to ``ahead`` of them in ``workers`` threads.
 
     XLA compiles one module on one core, and compilation dominates these small
     runs, so the next runs compile on the other cores while one executes. The
-    results are those of :func:`run_one` in the order of ``jobs``
-    (``compile_s`` is then the wall time of a compilation that overlapped
-    others).
+    jobs execute one at a time, the tasks taken in turn (one job of each), so
+    that the long runs of the large tasks overlap the compilations of the
+    small ones. The results are those of :func:`run_one` in the order of
+    ``jobs`` (``compile_s`` is then the wall time of a compilation that
+    overlapped others).
 
     Args:
       jobs: keyword arguments of :func:`prepare`, one dict per run.
       workers: compilation threads (1: compile and run one after the other).
+      ahead: jobs compiled ahead of the one executing (default
+        ``4 * workers``).
       on_result: called with each :class:`Result` as it is ready.
 
     Returns:
       The results, in the order of ``jobs``.
     """
+    workers = max(workers, 1)
+    ahead = max(4 * workers if ahead is None else ahead, 1)
     for name in dict.fromkeys(job["task_name"] for job in jobs):
         TASKS[name].build()  # load the data once, outside the threads
-    results = []
-    with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
-        pending = collections.deque()
-        queue = iter(jobs)
-        for job in itertools.islice(queue, max(workers, 1)):
-            pending.append(pool.submit(lambda job=job: prepare(**job)))
+    results: list[Result | None] = [None] * len(jobs)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        queue = iter(_interleaved(jobs))
+        submit = lambda i: (i, pool.submit(lambda: prepare(**jobs[i])))
+        pending = collections.deque(map(submit, itertools.islice(queue, ahead)))
         while pending:
-            prepared = pending.popleft().result()
-            for job in itertools.islice(queue, 1):
-                pending.append(pool.submit(lambda job=job: prepare(**job)))
-            results.append(execute(prepared))
+            index, future = pending.popleft()
+            prepared = future.result()
+            pending.extend(map(submit, itertools.islice(queue, 1)))
+            results[index] = execute(prepared)
             if on_result is not None:
-                on_result(results[-1])
+                on_result(results[index])
     return results
+
+
+def _interleaved(jobs: Sequence[dict]) -> list[int]:
+    """The indices of ``jobs``, one of each task in turn."""
+    by_task = collections.defaultdict(list)
+    for i, job in enumerate(jobs):
+        by_task[job["task_name"]].append(i)
+    rounds = itertools.zip_longest(*by_task.values())
+    return [i for row in rounds for i in row if i is not None]
 
 
 def add_thresholds(results: Sequence[Result]) -> dict[str, float]:

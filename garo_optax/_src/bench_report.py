@@ -1,5 +1,19 @@
-"""Reports of ``garo-optax bench``: the terminal table, JSON, CSV and PNG plots."""
+"""Reports of ``garo-optax bench``: tables, JSON, CSV and PNG plots.
 
+* :func:`format_table`: one block per task (every run's losses and times);
+* :func:`summarize` / :func:`format_summary`: one row per optimizer over all
+  tasks (its median loss ratio to the best of each task, near-best tasks,
+  wins, divergences, time relative to ``adam``);
+* :func:`plot_profile`: the performance profile of Dolan and Moré;
+* :func:`plot_loss_curves`, :func:`plot_hyperparams`: the curves.
+
+The loss ratio of an optimizer on a task is its final training loss (the mean
+over seeds; infinite if a seed diverged) over the lowest one of the task.
+Plots are drawn on bare :class:`matplotlib.figure.Figure` objects (no pyplot
+state, no backend switch).
+"""
+
+import collections
 import csv
 import json
 import math
@@ -13,6 +27,8 @@ from garo_optax._src import bench
 CSV_FIELDS = (
     "task",
     "optimizer",
+    "group",
+    "runs",
     "learning_rate",
     "final_loss_mean",
     "final_loss_std",
@@ -56,7 +72,7 @@ def format_table(results: Sequence[bench.Result], thresholds: dict) -> str:
         ):
             best_eval[r.task] = (r.optimizer, score)
     header = (
-        f"  {'optimizer':<22} {'lr':>8} {'final train loss':>22} "
+        f"  {'optimizer':<22} {'lr':>8} {'runs':>4} {'final train loss':>22} "
         f"{'held-out loss':>22} {'steps to thr':>12} {'run s':>7} {'compile s':>9}"
     )
     lines = []
@@ -83,14 +99,17 @@ def format_table(results: Sequence[bench.Result], thresholds: dict) -> str:
             stt = "-" if r.steps_to_threshold is None else str(r.steps_to_threshold)
             lr = "own" if math.isnan(r.learning_rate) else _num(r.learning_rate)
             lines.append(
-                f"{mark} {r.optimizer:<22} {lr:>8} {_mean_std(r.final_loss):>21}"
+                f"{mark} {r.optimizer:<22} {lr:>8} {r.runs:>4} "
+                f"{_mean_std(r.final_loss):>21}"
                 f"{mark} {evaluation:>21}{eval_mark} {stt:>12} {r.run_s:>7.2f} "
                 f"{r.compile_s:>9.2f}"
             )
         lines.append("")
     lines.append(
         "* best mean final training loss (and held-out loss) of the task; "
-        "lr 'own': the optimizer sets its own rate."
+        "lr 'own': the optimizer sets its own rate; runs: what the result cost "
+        "(1 at a default rate or for a tuning-free optimizer, "
+        f"{len(bench.SWEEP_FACTORS)} when swept)."
     )
     return "\n".join(lines)
 
@@ -126,65 +145,440 @@ def write_csv(path, results) -> None:
             writer.writerow(r.summary())
 
 
-def _pyplot():
-    try:
-        import matplotlib
+# ----------------------------------------------------------------------------
+# The summary over tasks.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+NEAR = 1.1
+"""A loss ratio at most this is "within 10% of the best"."""
+
+
+def _score(result: bench.Result) -> float:
+    """The mean final loss over seeds (infinite if a seed diverged)."""
+    return float(np.mean(result.final_loss))
+
+
+def _ratio(loss: float, best: float) -> float:
+    if not math.isfinite(loss):
+        return math.inf
+    if loss <= best:
+        return 1.0
+    return loss / best if best > 0 else math.inf
+
+
+def loss_ratios(results: Sequence[bench.Result]) -> dict[str, dict[str, float]]:
+    """Task -> optimizer -> its final loss over the lowest of the task.
+
+    Args:
+      results: the runs.
+
+    Returns:
+      The ratios, at least 1 (1: the best of the task, ties included;
+      ``inf``: diverged, or positive where the best is not).
+    """
+    best = {}
+    for r in results:
+        best[r.task] = min(best.get(r.task, math.inf), _score(r))
+    ratios = collections.defaultdict(dict)
+    for r in results:
+        ratios[r.task][r.optimizer] = _ratio(_score(r), best[r.task])
+    return dict(ratios)
+
+
+def summarize(results: Sequence[bench.Result]) -> list[dict]:
+    """One row per optimizer over all its tasks, best first.
+
+    Args:
+      results: the runs.
+
+    Returns:
+      Dicts with ``optimizer``, ``group``, ``runs`` (runs per task each result
+      cost), ``tasks``, ``median_ratio`` (the median over tasks of
+      :func:`loss_ratios`), ``within_10pct`` (tasks with a ratio of at most
+      :data:`NEAR`), ``wins`` (ratio 1), ``diverged`` (tasks where a seed
+      diverged) and ``time_vs_adam`` (the median over tasks of its run time
+      over ``adam``'s, NaN without ``adam``), sorted by ``median_ratio``,
+      then by more tasks near the best and more wins.
+    """
+    ratios = loss_ratios(results)
+    adam = {r.task: r.run_s for r in results if r.optimizer == "adam"}
+    rows = []
+    for name in dict.fromkeys(r.optimizer for r in results):
+        mine = [r for r in results if r.optimizer == name]
+        mine_ratios = [ratios[r.task][name] for r in mine]
+        times = [r.run_s / adam[r.task] for r in mine if adam.get(r.task, 0) > 0]
+        spec = bench.OPTIMIZERS.get(name)
+        rows.append(
+            {
+                "optimizer": name,
+                "group": spec.group if spec else None,
+                "runs": max(r.runs for r in mine),
+                "tasks": len(mine),
+                "median_ratio": float(np.median(mine_ratios)),
+                "within_10pct": sum(x <= NEAR for x in mine_ratios),
+                "wins": sum(x == 1.0 for x in mine_ratios),
+                "diverged": sum(r.diverged for r in mine),
+                "time_vs_adam": float(np.median(times)) if times else math.nan,
+            }
+        )
+    rows.sort(key=lambda w: (w["median_ratio"], -w["within_10pct"], -w["wins"]))
+    return rows
+
+
+def _ratio_text(x: float) -> str:
+    if not math.isfinite(x):
+        return "inf" if x > 0 else "-"
+    return f"{x:.2f}" if x < 100 else f"{x:.2g}"
+
+
+def format_summary(rows: Sequence[dict], tasks: Sequence[str]) -> str:
+    """The summary table of :func:`summarize`'s rows, with its legend."""
+    lines = [
+        f"Summary over {len(tasks)} tasks ({', '.join(tasks)}), best first",
+        f"  {'optimizer':<22} {'family':<18} {'runs':>4} {'loss/best':>9} "
+        f"{'within 10%':>10} {'wins':>4} {'diverged':>8} {'time/adam':>9}",
+    ]
+    for w in rows:
+        family = bench.GROUPS.get(w["group"], w["group"] or "-")
+        near = f"{w['within_10pct']}/{w['tasks']}"
+        lines.append(
+            f"  {w['optimizer']:<22} {family:<18} {w['runs']:>4} "
+            f"{_ratio_text(w['median_ratio']):>9} {near:>10} {w['wins']:>4} "
+            f"{w['diverged']:>8} {_ratio_text(w['time_vs_adam']):>9}"
+        )
+    lines += [
+        "",
+        "loss/best: median over tasks of the final training loss (mean over "
+        "seeds) over the best of the task; within 10%: tasks where that ratio "
+        "is at most 1.1; wins: tasks where it is the best (ties count for "
+        "each); diverged: tasks where a seed ended non-finite; time/adam: "
+        "median over tasks of the run time over adam's (same steps and seeds); "
+        "runs: runs per task (1: a default rate or a tuning-free optimizer, "
+        f"{len(bench.SWEEP_FACTORS)}: swept).",
+    ]
+    return "\n".join(lines)
+
+
+def write_summary(path, rows: Sequence[dict], meta: dict) -> None:
+    """The summary rows as JSON (``null`` for infinite or missing numbers)."""
+    clean = lambda x: None if isinstance(x, float) and not math.isfinite(x) else x
+    report = {
+        **meta,
+        "near": NEAR,
+        "rows": [{k: clean(v) for k, v in w.items()} for w in rows],
+    }
+    pathlib.Path(path).write_text(json.dumps(report, indent=1) + "\n")
+
+
+# ----------------------------------------------------------------------------
+# Plots.
+
+
+def _figure(figsize, **kwargs):
+    try:
+        from matplotlib.figure import Figure
     except ImportError as error:
         raise ImportError(
             'the bench plots need matplotlib: pip install "garo_optax[bench]"'
         ) from error
-    return plt
+    return Figure(figsize=figsize, **kwargs)
 
 
-_GROUP_STYLE = {"optax": "-", "autosgm": "--", "clara": "-.", "garo": "-"}
+class _Figures:
+    """The two calls of pyplot the claims' plots make, on bare figures."""
+
+    @staticmethod
+    def subplots(*args, figsize=None, **kwargs):
+        fig = _figure(figsize)
+        return fig, fig.subplots(*args, **kwargs)
+
+    @staticmethod
+    def close(fig) -> None:
+        del fig
 
 
-def plot_loss_curves(path, results) -> None:
-    """One panel per task: the seed-averaged training loss of every optimizer."""
-    plt = _pyplot()
+def _pyplot():
+    """A stand-in for pyplot's ``subplots``/``close`` (bare figures)."""
+    _figure(None)  # the ImportError hint, early
+    return _Figures
+
+
+_FAMILY_CMAP = {
+    "optax": "Blues",
+    "peers": "Greens",
+    "autosgm": "Oranges",
+    "clara": "Purples",
+    "garo": "Reds",
+}
+_DASHES = ("-", "--", "-.", ":")
+
+
+def _group(name: str) -> str:
+    spec = bench.OPTIMIZERS.get(name)
+    return spec.group if spec else "other"
+
+
+def _styles(names: Sequence[str]) -> dict[str, tuple]:
+    """Name -> (colour, dashes): one colour map per family, shades within."""
+    from matplotlib import colormaps
+
+    by_group = collections.defaultdict(list)
+    for name in names:
+        by_group[_group(name)].append(name)
+    styles = {}
+    for group, members in by_group.items():
+        cmap = colormaps[_FAMILY_CMAP.get(group, "Greys")]
+        for i, name in enumerate(members):
+            shade = 0.95 - 0.4 * i / max(len(members) - 1, 1)
+            styles[name] = (cmap(shade), _DASHES[i % len(_DASHES)])
+    return styles
+
+
+def _family_handles(names: Sequence[str]):
+    from matplotlib import colormaps
+    from matplotlib.lines import Line2D
+
+    groups = list(dict.fromkeys(_group(n) for n in names))
+    order = [g for g in bench.GROUPS if g in groups] + [
+        g for g in groups if g not in bench.GROUPS
+    ]
+    count = collections.Counter(_group(n) for n in names)
+    return [
+        Line2D(
+            [],
+            [],
+            color=colormaps[_FAMILY_CMAP.get(g, "Greys")](0.75),
+            linewidth=2.5,
+            label=f"{bench.GROUPS.get(g, g)} ({count[g]})",
+        )
+        for g in order
+    ]
+
+
+def ema(curve: np.ndarray, span: float) -> np.ndarray:
+    """The exponential moving average of a loss curve, bias-corrected.
+
+    In log space where every finite value is positive (the geometric mean,
+    which a log axis shows undistorted). NaN from the first non-finite value
+    on (a diverged run).
+
+    Args:
+      curve: the losses, one per step.
+      span: the time constant in steps (``beta = 1 - 1 / span``).
+
+    Returns:
+      The smoothed curve, the shape of ``curve``.
+    """
+    curve = np.asarray(curve, np.float64)
+    finite = np.isfinite(curve)
+    stop = int(np.argmin(finite)) if not finite.all() else curve.size
+    head = curve[:stop]
+    log = head.size > 0 and bool(np.all(head > 0))
+    values = np.log(head) if log else head
+    beta = 1.0 - 1.0 / max(span, 1.0)
+    out = np.full(curve.shape, np.nan)
+    avg = weight = 0.0
+    for i, x in enumerate(values):
+        avg = beta * avg + (1 - beta) * x
+        weight = beta * weight + (1 - beta)
+        out[i] = avg / weight
+    if log:
+        out[:stop] = np.exp(out[:stop])
+    return out
+
+
+def _limits(smoothed: dict, results: Sequence[bench.Result]):
+    """(bottom, top, log) of a panel from the runs that did not diverge."""
+    kept = [r for r in results if not r.diverged] or list(results)
+    values = np.concatenate([smoothed[r.optimizer] for r in kept])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return None
+    start = [r.curve[0] for r in kept if np.isfinite(r.curve[0])]
+    low, high = float(values.min()), float(values.max())
+    if start:  # a spike of a run that recovered does not set the scale
+        high = min(high, 2 * max(abs(x) for x in start))
+    if low > 0:
+        return low / 1.5, high * 1.3, True
+    pad = 0.05 * (high - low or 1.0)
+    return low - pad, high + pad, False
+
+
+def plot_loss_curves(path, results):
+    """One panel per task: every optimizer's training loss (seed mean).
+
+    A curve is its exponential moving average (:func:`ema`, time constant 5%
+    of the steps), over the raw curve (drawn faintly for the best three); one
+    colour map per family; the best three of the panel (by final loss) drawn
+    thick and named in its legend; the y-limits set by the runs that did not
+    diverge (and by at most twice the initial loss); a diverged run ends in an
+    ``x`` where its loss stopped being finite.
+
+    Args:
+      path: where to write the PNG.
+      results: the runs.
+
+    Returns:
+      The :class:`matplotlib.figure.Figure`.
+    """
+    from matplotlib.lines import Line2D
+
     tasks = list(dict.fromkeys(r.task for r in results))
+    names = list(dict.fromkeys(r.optimizer for r in results))
+    styles = _styles(names)
     cols = min(len(tasks), 4)
     rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(
-        rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False
-    )
-    cmap = plt.get_cmap("tab20")
-    names = list(dict.fromkeys(r.optimizer for r in results))
-    colors = {n: cmap(i % 20) for i, n in enumerate(names)}
-    for ax, task in zip(axes.flat, tasks):
-        for r in (r for r in results if r.task == task):
-            group = bench.OPTIMIZERS[r.optimizer].group
-            ax.plot(
-                np.where(np.isfinite(r.curve), r.curve, np.nan),
-                _GROUP_STYLE[group],
-                color="black"
-                if group == "garo" and "pretrained" in r.optimizer
-                else colors[r.optimizer],
-                linewidth=2.0 if group == "garo" else 1.0,
-                label=r.optimizer,
-            )
-        ax.set_yscale("log")
-        ax.set_title(task, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(tasks) :]:
+    height = 3.9 * rows + 0.45
+    fig = _figure((4.8 * cols, height))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, task in zip(axes, tasks):
+        _loss_panel(ax, [r for r in results if r.task == task], styles)
+    for ax in axes[len(tasks) :]:
         ax.axis("off")
-    axes.flat[0].set_ylabel("training loss (seed mean)")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(
+    for ax in axes[::cols]:
+        ax.set_ylabel("training loss (seed mean)")
+    handles = _family_handles(names) + [
+        Line2D(
+            [],
+            [],
+            color="0.2",
+            marker="x",
+            linestyle="",
+            markersize=8,
+            markeredgewidth=2,
+            label="diverged here",
+        ),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9)
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1))
+    fig.savefig(path, dpi=110)
+    return fig
+
+
+def _loss_panel(ax, rows: Sequence[bench.Result], styles: dict) -> None:
+    steps = rows[0].curve.shape[0]
+    span = max(steps / 20, 1.0)
+    smoothed = {r.optimizer: ema(r.curve, span) for r in rows}
+    ranked = sorted(rows, key=_score)
+    best = [r for r in ranked if math.isfinite(_score(r))][:3]
+    limits = _limits(smoothed, rows)
+    handles = [None] * len(best)
+    for r in reversed(ranked):  # the best drawn last, on top
+        color, dashes = styles[r.optimizer]
+        top3 = r in best
+        if top3:
+            raw = np.where(np.isfinite(r.curve), r.curve, np.nan)
+            ax.plot(raw, color=color, alpha=0.25, linewidth=0.6, zorder=1)
+        (line,) = ax.plot(
+            smoothed[r.optimizer],
+            dashes,
+            color=color,
+            linewidth=2.4 if top3 else 1.0,
+            zorder=3 if top3 else 2,
+        )
+        if top3:
+            handles[best.index(r)] = line
+        if r.diverged:
+            _mark_divergence(ax, r, smoothed[r.optimizer], color, limits)
+    if limits is not None:
+        low, high, log = limits
+        if log:
+            ax.set_yscale("log")
+        ax.set_ylim(low, high)
+    seeds = rows[0].final_loss.shape[0]
+    ax.set_title(f"{rows[0].task} ({steps} steps, {seeds} seeds)", fontsize=10)
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    labels = [f"{i + 1}. {r.optimizer} {_num(_score(r))}" for i, r in enumerate(best)]
+    ax.legend(
         handles,
         labels,
-        loc="lower center",
-        ncol=6,
-        fontsize=8,
-        bbox_to_anchor=(0.5, 0.0),
+        loc="lower left",
+        fontsize=7,
+        title="best final loss",
+        title_fontsize=7,
+        framealpha=0.85,
     )
-    fig.tight_layout(rect=(0, 0.04 + 0.02 * math.ceil(len(names) / 6), 1, 1))
+
+
+def _mark_divergence(ax, result, smoothed, color, limits) -> None:
+    step = result.diverged_at
+    before = smoothed[: max(step, 0)]
+    before = before[np.isfinite(before)]
+    y = float(before[-1]) if before.size else float("nan")
+    if limits is not None:
+        low, high, _ = limits
+        y = high if not math.isfinite(y) else min(max(y, low), high)
+    ax.plot(
+        [step],
+        [y],
+        marker="x",
+        color=color,
+        markersize=8,
+        markeredgewidth=2,
+        clip_on=False,
+        zorder=4,
+    )
+
+
+def plot_profile(path, results):
+    """The performance profile: per optimizer, the fraction of tasks whose
+    loss ratio (:func:`loss_ratios`) is at most tau, against tau (log axis).
+
+    Dolan and Moré, Benchmarking optimization software with performance
+    profiles, Math. Program. 91, 2002 (as AlgoPerf scores training
+    algorithms). Two panels: tau up to 10, and up to the largest ratio. A
+    diverged run never counts; an optimizer best everywhere is at 1 from
+    tau = 1. The legend is in the order of :func:`summarize`, its first three
+    drawn thick.
+
+    Args:
+      path: where to write the PNG.
+      results: the runs.
+
+    Returns:
+      The :class:`matplotlib.figure.Figure`.
+    """
+    ratios = loss_ratios(results)
+    order = [w["optimizer"] for w in summarize(results)]
+    styles = _styles(order)
+    finite = [x for t in ratios.values() for x in t.values() if math.isfinite(x)]
+    tau_max = max(20.0, 2.0 * max(finite, default=1.0))
+    fig = _figure((13.0, 5.6))
+    axes = fig.subplots(1, 2, sharey=True)
+    for name in order:
+        mine = np.array([t[name] for t in ratios.values() if name in t])
+        taus = np.unique(np.concatenate([[1.0], mine[np.isfinite(mine)], [tau_max]]))
+        fraction = [(mine <= tau).mean() for tau in taus]
+        color, dashes = styles[name]
+        width = 2.6 if name in order[:3] else 1.3
+        for ax in axes:
+            ax.step(
+                taus,
+                fraction,
+                dashes,
+                where="post",
+                color=color,
+                linewidth=width,
+                label=name,
+            )
+    for ax, right in zip(axes, (10.0, tau_max)):
+        ax.axvline(NEAR, color="0.4", linewidth=0.8, linestyle=":")
+        ax.set_xscale("log")
+        ax.set_xlim(1.0, right)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3, which="both")
+        ax.set_xlabel("tau: final loss / best final loss of the task")
+    axes[0].set_title("tau up to 10 (dotted: 1.1)", fontsize=10)
+    axes[1].set_title(f"tau up to {tau_max:.2g}", fontsize=10)
+    axes[0].set_ylabel(f"fraction of the {len(ratios)} tasks within tau of the best")
+    fig.suptitle("Performance profile: higher and further left is better")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="center right", fontsize=7, ncol=1 + len(order) // 28
+    )
+    fig.tight_layout(rect=(0, 0, 0.84 - 0.07 * (len(order) // 28), 1))
     fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def plot_hyperparams(path, results) -> bool:
@@ -196,25 +590,20 @@ def plot_hyperparams(path, results) -> bool:
     probed = [r for r in results if np.isfinite(r.probes).any()]
     if not probed:
         return False
-    plt = _pyplot()
     tasks = list(dict.fromkeys(r.task for r in probed))
-    fig, axes = plt.subplots(
-        len(tasks), 3, figsize=(13, 2.6 * len(tasks)), squeeze=False
-    )
-    cmap = plt.get_cmap("tab10")
+    fig = _figure((13, 2.6 * len(tasks) + 0.6))
+    axes = fig.subplots(len(tasks), 3, squeeze=False)
     names = list(dict.fromkeys(r.optimizer for r in probed))
-    colors = {n: cmap(i % 10) for i, n in enumerate(names)}
+    styles = _styles(names)
     titles = ("learning rate", "momentum", "weight decay")
     for row, task in zip(axes, tasks):
         for r in (r for r in probed if r.task == task):
+            color, dashes = styles[r.optimizer]
             for i, ax in enumerate(row):
                 values = r.probes[:, i]
                 if np.isfinite(values).any():
                     ax.plot(
-                        values,
-                        color=colors[r.optimizer],
-                        linewidth=1.0,
-                        label=r.optimizer,
+                        values, dashes, color=color, linewidth=1.0, label=r.optimizer
                     )
         for i, ax in enumerate(row):
             ax.set_title(f"{task}: {titles[i]}", fontsize=9)
@@ -229,7 +618,6 @@ def plot_hyperparams(path, results) -> bool:
                 handles.append(h)
                 labels.append(lab)
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.tight_layout(rect=(0, 0.6 / (2.6 * len(tasks) + 0.6) + 0.02, 1, 1))
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return True

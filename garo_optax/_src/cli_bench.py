@@ -3,13 +3,23 @@
 Without a mode flag it runs the quality suite (:mod:`garo_optax._src.bench`)
 and writes, into ``--out``:
 
-* ``bench.txt``: the table also printed to the terminal;
-* ``bench.json``: the summaries, the seed-averaged loss curves and the
-  hyperparameter trajectories;
+* ``summary.txt``, ``summary.json``: one row per optimizer over all tasks
+  (median loss ratio to the best of each task, tasks within 10% of the best,
+  wins, divergences, run time relative to ``adam``), best first; printed last;
+* ``bench.txt``: the summary, then the per-task tables printed before it;
+* ``bench.json``: the per-task summaries, the seed-averaged loss curves and
+  the hyperparameter trajectories;
 * ``bench.csv``: one row per task and optimizer;
-* ``loss_curves.png``: a panel per task;
+* ``profile.png``: the performance profile (fraction of tasks within a
+  factor tau of the best final loss, against tau);
+* ``loss_curves.png``: a panel per task, a colour per optimizer family;
 * ``hyperparams.png``: the lr, momentum and weight decay of GARO, CLARA and
   AutoSGM over the steps.
+
+Compiled programs are kept in JAX's persistent compilation cache,
+``--cache-dir`` (default ``$XDG_CACHE_HOME/garo_optax/jax``, else
+``~/.cache/garo_optax/jax``), so a repeat run compiles nothing; ``--no-cache``
+turns it off.
 
 ``--speed`` times every optimizer's step instead (``speed.txt``,
 ``speed.json``); ``--claims`` runs the originals' experiments
@@ -98,6 +108,30 @@ def _workers() -> int:
         return os.cpu_count() or 1
 
 
+def default_cache_dir() -> pathlib.Path:
+    """The user's cache folder for compiled programs."""
+    base = os.environ.get("XDG_CACHE_HOME") or pathlib.Path.home() / ".cache"
+    return pathlib.Path(base) / "garo_optax" / "jax"
+
+
+def _cache_dir(args) -> pathlib.Path | None:
+    """The cache folder, created; ``None`` with ``--no-cache`` or when the
+    default one cannot be created."""
+    if args.no_cache:
+        return None
+    path = pathlib.Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if args.cache_dir:
+            raise ValueError(
+                f"--cache-dir {str(path)!r} is not writable: {error}"
+            ) from None
+        _say(args, f"no compilation cache ({error})")
+        return None
+    return path
+
+
 def _say(args, text: str) -> None:
     if not args.quiet:
         print(text, file=sys.stderr, flush=True)
@@ -112,8 +146,10 @@ def bench_command(args: argparse.Namespace) -> int:
         return _speed(args)
     tasks, optimizers, seeds, steps = _selection(args)
     out = _out_dir(args.out)
+    cache = _cache_dir(args)
     if args.claims:
-        return _claims(args, out, tasks, seeds, steps)
+        with bench.compilation_cache(cache):
+            return _claims(args, out, tasks, seeds, steps)
     _check_dependencies(tasks)
 
     from garo_optax._src import bench_report
@@ -139,9 +175,12 @@ def bench_command(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.update(done[0], f"{result.task} {result.optimizer}")
 
-    results = bench.run_many(jobs, workers=_workers(), on_result=report)
+    with bench.compilation_cache(cache):
+        results = bench.run_many(jobs, workers=_workers(), on_result=report)
     thresholds = bench.add_thresholds(results)
     table = bench_report.format_table(results, thresholds)
+    rows = bench_report.summarize(results)
+    summary = bench_report.format_summary(rows, tasks)
     wall = time.perf_counter() - start
     meta = {
         "command": "garo-optax bench " + " ".join(args.argv),
@@ -149,14 +188,20 @@ def bench_command(args: argparse.Namespace) -> int:
         "steps": steps,
         "sweep": args.sweep,
         "wall_s": wall,
+        "compile_cache": None if cache is None else str(cache),
     }
-    print(table)
-    print(f"\nwall time {wall:.0f} s")
-    (out / "bench.txt").write_text(table + f"\n\nwall time {wall:.0f} s\n")
+    timing = f"wall time {wall:.0f} s"
+    print(f"{table}\n\n{summary}\n\n{timing}")
+    (out / "bench.txt").write_text(f"{summary}\n\n{table}\n\n{timing}\n")
+    (out / "summary.txt").write_text(f"{summary}\n")
+    summary_meta = {k: meta[k] for k in ("command", "seeds", "steps", "sweep")}
+    bench_report.write_summary(out / "summary.json", rows, summary_meta)
     bench_report.write_json(out / "bench.json", results, thresholds, meta)
     bench_report.write_csv(out / "bench.csv", results)
+    bench_report.plot_profile(out / "profile.png", results)
     bench_report.plot_loss_curves(out / "loss_curves.png", results)
-    written = ["bench.txt", "bench.json", "bench.csv", "loss_curves.png"]
+    written = ["bench.txt", "summary.txt", "summary.json", "bench.json"]
+    written += ["bench.csv", "profile.png", "loss_curves.png"]
     if bench_report.plot_hyperparams(out / "hyperparams.png", results):
         written.append("hyperparams.png")
     _say(args, f"wrote {', '.join(str(out / w) for w in written)}")
@@ -243,12 +288,20 @@ ARGUMENTS = (
     (("--optimizers",), dict(nargs="+", default=None, help="default: all")),
     (("--seeds",), dict(type=int, default=None, help="seeds per task (default 3)")),
     (("--steps",), dict(type=int, default=None, help="steps of every task")),
-    (("--sweep",), dict(action="store_true", help="best of a 7-point lr grid")),
+    (
+        ("--sweep",),
+        dict(action="store_true", help="best of a 7-point lr grid (not the peers)"),
+    ),
     (("--speed",), dict(action="store_true", help="per-step time vs optax")),
     (("--sizes",), dict(nargs="+", default=["1M", "10M", "100M"], help="--speed")),
     (("--rounds",), dict(type=int, default=10, help="--speed rounds (10)")),
     (("--claims",), dict(action="store_true", help="the originals' experiments")),
     (("--out",), dict(default="bench-results", help="output folder")),
+    (
+        ("--cache-dir",),
+        dict(default=None, help="compiled programs (~/.cache/garo_optax/jax)"),
+    ),
+    (("--no-cache",), dict(action="store_true", help="compile everything anew")),
     (("--quiet",), dict(action="store_true", help="no progress output")),
 )
 """The arguments of ``garo-optax bench`` as ``(flags, kwargs)`` pairs."""
