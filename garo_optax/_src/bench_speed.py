@@ -210,3 +210,156 @@ def format_speed(report: dict) -> str:
             )
         lines.append("")
     return "\n".join(lines)
+
+
+# --- Compile time against the number of leaves (issue 16). ---
+
+COMPILE_LEAVES = (52, 260, 1000)
+COMPILE_FAMILIES = ("clara", "autosgm", "garo")
+
+
+def _compile_extras() -> dict:
+    """Public configurations the registry does not hold (every CLARA
+    normalization and every AutoSGM numerator)."""
+    import garo_optax as g
+
+    extras = {
+        "clara_sgd_global": lambda: g.clara_sgd(1e-2, normalize="global"),
+        "scale_by_clara": lambda: optax.chain(
+            optax.scale_by_adam(),
+            g.scale_by_clara(1e-3),
+            optax.scale_by_learning_rate(1.0),
+        ),
+    }
+    for numerator in ("chebyshev_scalar", "max_bound", "markov", "chebyshev"):
+        extras[f"autosgm_{numerator}"] = lambda n=numerator: g.autosgm(
+            1e-3, numerator=n
+        )
+    return extras
+
+
+def compile_optimizers() -> dict:
+    """name -> ``build()`` of every transform the compile table times:
+    ``optax.adam`` and ``optax.sgd``, the registry's CLARA, AutoSGM and GARO
+    entries, and :func:`_compile_extras`."""
+    builds = {}
+    for name, spec in bench.OPTIMIZERS.items():
+        if name in REFERENCES or spec.group in COMPILE_FAMILIES:
+            builds[name] = lambda spec=spec: spec.build(
+                spec.default_lr or 0.0, SPEED_STEPS
+            )
+    return {**builds, **_compile_extras()}
+
+
+def run_compile(
+    optimizers: Sequence[str] | None = None,
+    leaves: Sequence[int] = COMPILE_LEAVES,
+    *,
+    size: int = 1000,
+    progress=None,
+) -> dict:
+    """First-call compile time of every step against the number of leaves.
+
+    Each optimizer's jitted, donated step
+    (:func:`garo_optax._src.step_time.compile_profile`) is compiled on a dict
+    of ``n`` float32 vectors of ``size`` elements, for every ``n`` in
+    ``leaves``. ``optax.adam`` is compiled again before every optimizer, and
+    each ratio is taken to the mean of the two adam compiles around it, so
+    that ratios hold on a busy machine.
+
+    Args:
+      optimizers: names of :func:`compile_optimizers` (``None``: all).
+      leaves: the leaf counts.
+      size: elements per leaf.
+      progress: ``progress(i, text)`` after each compile, or None.
+
+    Returns:
+      ``{"environment": ..., "size": size, "leaves": {n: {name: entry}}}``,
+      each entry with ``compile_s``, ``instructions`` and ``ratio_adam``.
+    """
+    builds = compile_optimizers()
+    names = list(dict.fromkeys([*REFERENCES, *(optimizers or builds)]))
+    unknown = sorted(set(names) - set(builds))
+    if unknown:
+        raise ValueError(f"unknown optimizers {unknown}; known: {sorted(builds)}")
+    report = {"environment": step_time.environment(), "size": size, "leaves": {}}
+    done = 0
+    for n in leaves:
+        adam = step_time.compile_profile(builds["adam"](), n, size)
+        entries = {"adam": dict(adam, ratio_adam=1.0)}
+        for name in names:
+            if name == "adam":
+                continue
+            entry = step_time.compile_profile(builds[name](), n, size)
+            after = step_time.compile_profile(builds["adam"](), n, size)
+            reference = 0.5 * (adam["compile_s"] + after["compile_s"])
+            entry["ratio_adam"] = entry["compile_s"] / reference
+            entries[name] = entry
+            adam = after
+            done += 1
+            if progress is not None:
+                progress(done, f"{n} leaves: {name}")
+        report["leaves"][str(n)] = entries
+    return report
+
+
+def format_compile(report: dict) -> str:
+    """The compile table: seconds and ratio to ``optax.adam`` per leaf count."""
+    leaves = list(report["leaves"])
+    names = list(dict.fromkeys(k for n in leaves for k in report["leaves"][n]))
+    head = "".join(f" {n + ' leaves':>22}" for n in leaves)
+    lines = [
+        f"compile time of the jitted step, {report['size']} float32 per leaf "
+        "(seconds, / optax.adam, HLO instructions)",
+        f"  {'optimizer':<26}{head}",
+    ]
+    for name in names:
+        cells = ""
+        for n in leaves:
+            e = report["leaves"][n].get(name)
+            cells += (
+                f" {'':>22}"
+                if e is None
+                else f" {e['compile_s']:>7.2f} {e['ratio_adam']:>5.2f}x"
+                f" {e['instructions']:>7d}"
+            )
+        lines.append(f"  {name:<26}{cells}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_compile(path, report: dict) -> None:
+    """Compile seconds against leaves, one line per optimizer (log-log)."""
+    from matplotlib.figure import Figure
+
+    leaves = [int(n) for n in report["leaves"]]
+    names = list(dict.fromkeys(k for v in report["leaves"].values() for k in v))
+    fig = Figure(figsize=(8, 6))
+    ax = fig.add_subplot()
+    for name in names:
+        seconds = [
+            report["leaves"][str(n)].get(name, {}).get("compile_s", np.nan)
+            for n in leaves
+        ]
+        style = dict(lw=3, color="black") if name in REFERENCES else {}
+        ax.plot(leaves, seconds, marker="o", label=name, **style)
+    ax.set(xscale="log", yscale="log", xlabel="leaves", ylabel="compile seconds")
+    ax.set_title("First-call compile time of the jitted step")
+    ax.legend(fontsize=7, ncol=2)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
+def write_compile(out, leaves, optimizers=None, progress=None) -> str:
+    """Runs :func:`run_compile` and writes ``compile.txt``, ``compile.json`` and
+    ``compile.png`` into the folder ``out``; returns the table."""
+    import json
+    import pathlib
+
+    out = pathlib.Path(out)
+    known = compile_optimizers()
+    chosen = None if optimizers is None else [n for n in optimizers if n in known]
+    report = run_compile(chosen, [int(n) for n in leaves], progress=progress)
+    table = format_compile(report)
+    (out / "compile.txt").write_text(table)
+    (out / "compile.json").write_text(json.dumps(report, indent=1) + "\n")
+    plot_compile(out / "compile.png", report)
+    return table

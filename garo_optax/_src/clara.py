@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from garo_optax._src import numerics, validate
+from garo_optax._src import numerics, validate, xla_cpu
 
 Normalize = Literal["per_tensor", "global"]
 SeedRule = Literal["global", "local", "smoothed"]
@@ -245,7 +245,8 @@ def _clara_step(
     """
     dtype = state.lr_factor.dtype
     cum = numerics.as_real(config.c, dtype)
-    total = sum(squared_norms, jnp.zeros([], dtype))
+    # Global scalars are computed once for all leaves (xla_cpu.sum_once).
+    total = xla_cpu.sum_once(squared_norms, dtype)
     # NaN/Inf anywhere in the direction shows up in the norms, which are
     # computed before anything is written: the path and the rate keep their
     # old values instead of being poisoned.
@@ -284,9 +285,8 @@ def _clara_step(
         reference = numerics.as_real(mu, dtype) * (
             num_tensors if config.normalize == "per_tensor" else 1
         )
-        path_length = sum(
-            (numerics.squared_norm(p, dtype) for p in new_paths),
-            jnp.zeros([], dtype),
+        path_length = xla_cpu.sum_once(
+            [numerics.squared_norm(p, dtype) for p in new_paths], dtype
         )
         damping = numerics.as_real(config.damping, dtype)
         change = jnp.where(
@@ -799,7 +799,7 @@ def _scale_by_clara_seed(
         if version == 1 and adapt:
             # v1 steps along (and accumulates) unit directions per tensor.
             squared_norms = [numerics.squared_norm(a, dtype) for a in directions]
-            finite = jnp.isfinite(sum(squared_norms, jnp.zeros([], dtype)))
+            finite = jnp.isfinite(xla_cpu.sum_once(squared_norms, dtype))
             directions = [
                 _scaled(a, jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2)))
                 for a, s in zip(directions, squared_norms)
@@ -816,7 +816,7 @@ def _scale_by_clara_seed(
                 ).astype(p.dtype)
             )
         path_norms = [numerics.squared_norm(p, dtype) for p in new_paths]
-        finite &= jnp.isfinite(sum(path_norms, jnp.zeros([], dtype)))
+        finite &= jnp.isfinite(xla_cpu.sum_once(path_norms, dtype))
         new_paths = [jnp.where(finite, q, p) for q, p in zip(new_paths, paths)]
 
         def factor(squared_norm, size):
@@ -833,7 +833,7 @@ def _scale_by_clara_seed(
             new_factor = jnp.ones([], dtype)
             if adapt and active:
                 new_factor = factor(
-                    sum(path_norms[k] for k in active),
+                    xla_cpu.sum_once([path_norms[k] for k in active], dtype),
                     sum(directions[k].size for k in active),
                 )
             rates = [new_factor] * len(directions)
@@ -871,18 +871,24 @@ def _tensor_by_tensor(rule, faithful, adapt, start, factors, num_leaves):
     """Local's and Smoothed's per-leaf rates (in units of the base rate) and
     the factor they keep, from the kept factor ``start`` and each non-empty
     leaf's path factor ``factors[k]``."""
-    rates = [start] * num_leaves
-    running = start
-    for k, f in factors.items():
+
+    def link(running, f):
         if rule == "local":
             if adapt:
                 running = running * f
                 if not faithful:
                     running = jnp.clip(running, *_LOCAL_RATE_RANGE)
-        else:
-            # The original steps its moving average once per tensor.
-            running = _SMOOTHING * running + (1 - _SMOOTHING) * f
-        rates[k] = running
+            return running
+        # The original steps its moving average once per tensor.
+        return _SMOOTHING * running + (1 - _SMOOTHING) * f
+
+    # One scan, not an unrolled loop: leaf k's update would else recompute
+    # the k links before it (see xla_cpu.running).
+    states = xla_cpu.running(link, start, list(factors.values()))
+    rates = [start] * num_leaves
+    for k, state in zip(factors, states):
+        rates[k] = state
+    running = states[-1] if states else start
     if rule == "smoothed" and not adapt:
         # The original only moves parameters inside `if adapt_lr`.
         rates = [jnp.full([], 0.0 if faithful else 1.0, start.dtype)] * num_leaves

@@ -218,6 +218,10 @@ def _speed(args) -> int:
     if args.rounds < 1:
         raise ValueError(f"--rounds must be a positive integer, got {args.rounds}")
     out = _out_dir(args.out)
+    if args.compile_leaves:  # compile time against leaves instead (issue 16)
+        print(bench_speed.write_compile(out, args.compile_leaves, args.optimizers))
+        _say(args, f"wrote {out / 'compile.txt'}, compile.json, compile.png")
+        return 0
     progress = None if args.quiet else ProgressLine(len(sizes), every=1)
     report = bench_speed.run_speed(
         optimizers,
@@ -295,6 +299,10 @@ ARGUMENTS = (
     (("--speed",), dict(action="store_true", help="per-step time vs optax")),
     (("--sizes",), dict(nargs="+", default=["1M", "10M", "100M"], help="--speed")),
     (("--rounds",), dict(type=int, default=10, help="--speed rounds (10)")),
+    (
+        ("--compile-leaves",),
+        dict(type=int, nargs="+", default=None, help="--speed: compile s vs leaves"),
+    ),
     (("--claims",), dict(action="store_true", help="the originals' experiments")),
     (("--out",), dict(default="bench-results", help="output folder")),
     (

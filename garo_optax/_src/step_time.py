@@ -125,6 +125,60 @@ def compile_step(tx: optax.GradientTransformation, params, grads):
     return make_step(tx).lower(params, tx.init(params), grads).compile()
 
 
+def flat_params(num_leaves: int, size: int = 1000, dtype=jnp.float32) -> dict:
+    """A dict of ``num_leaves`` zero vectors of ``size`` elements (keys sort
+    in creation order), the tree of the compile-time measurements."""
+    return {f"p{i:05d}": jnp.zeros([size], dtype) for i in range(num_leaves)}
+
+
+def num_instructions(compiled) -> int:
+    """HLO instructions of a compiled program, fusion bodies included.
+
+    Counts the lines of ``compiled.as_text()`` that define a value (`` = ``).
+    This, not the traced program's size, is what XLA compiles; it grows
+    quadratically in the number of leaves when a global scalar is copied into
+    every per-leaf loop (see :mod:`garo_optax._src.xla_cpu`).
+    """
+    return sum(
+        1
+        for line in compiled.as_text().splitlines()
+        if " = " in line and not line.lstrip().startswith(("//", "#"))
+    )
+
+
+def compile_profile(tx: optax.GradientTransformation, num_leaves: int, size=1000):
+    """Compile seconds and instructions of ``tx``'s jitted, donated step.
+
+    The step is ``tx.update`` (with ``value=1.0``, which GARO reads and the
+    others ignore) and ``optax.apply_updates`` on :func:`flat_params`; only
+    ``lower(...).compile()`` is timed (a fresh function each call, so no cache
+    answers it).
+
+    Args:
+      tx: the optimizer.
+      num_leaves: leaves of the parameter tree.
+      size: elements per leaf.
+
+    Returns:
+      ``{"compile_s": seconds, "instructions": count}``.
+    """
+    tx = optax.with_extra_args_support(tx)
+    params = flat_params(num_leaves, size)
+    value = jnp.ones([], jnp.float32)
+
+    def step(params, state, grads):
+        updates, state = tx.update(grads, state, params, value=value)
+        return optax.apply_updates(params, updates), state
+
+    lowered = jax.jit(step, donate_argnums=(0, 1)).lower(
+        params, tx.init(params), params
+    )
+    start = time.perf_counter()
+    compiled = lowered.compile()
+    seconds = time.perf_counter() - start
+    return {"compile_s": seconds, "instructions": num_instructions(compiled)}
+
+
 _FUSION = re.compile(
     r"=\s*\w+\[([\d,]*)\][^\n]*?\sfusion\([^\n]*?kind=(\w+)[^\n]*?calls=(%[\w.\-]+)"
 )
