@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 
 from garo_optax._src import controller as ctl
-from garo_optax._src import numerics
+from garo_optax._src import numerics, xla_cpu
 
 NO_PARAMS_MSG = (
     "scale_by_garo needs params when weight decay is on (weight_decay_init > 0): "
@@ -118,7 +118,9 @@ def _tree_sums(grads, moms, nus, work, dtype, design, skip_nonfinite, per_tensor
         for g, m, nu, w in zip(grads, moms, nus, work)
     ]
     table = jnp.stack(rows) if rows else jnp.zeros([0, num_terms], dtype)
-    return table if per_tensor else jnp.sum(table, axis=0)
+    # Computed once: XLA would else copy the sum over leaves into every
+    # per-leaf loop that reads a statistic derived from it (xla_cpu).
+    return xla_cpu.computed_once(table if per_tensor else jnp.sum(table, axis=0))
 
 
 def _loss_moments(loss, loss_ok, state: GaroState):
@@ -383,6 +385,8 @@ def scale_by_garo(
         lr, mom, wd = heads(theta, state.h if lagged else h, state.lr)
         if wd_off:
             wd = jnp.zeros_like(wd)
+        # What every leaf's loop reads, computed once (xla_cpu.computed_once).
+        lr, mom, wd, finite = xla_cpu.computed_once((lr, mom, wd, finite))
 
         hp_of = (
             (lambda k: (lr[k], mom[k], wd[k]))
@@ -395,6 +399,9 @@ def scale_by_garo(
             second_scale = 1 - jnp.asarray(design.b2, dtype) ** (
                 state.count + 1
             ).astype(dtype)
+            first_scale, second_scale = xla_cpu.computed_once(
+                (first_scale, second_scale)
+            )
             scales_of = (
                 (lambda k: _AdamScales(first_scale[k], second_scale))
                 if per_tensor
