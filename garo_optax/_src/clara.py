@@ -882,8 +882,8 @@ def _tensor_by_tensor(rule, faithful, adapt, start, factors, num_leaves):
         # The original steps its moving average once per tensor.
         return _SMOOTHING * running + (1 - _SMOOTHING) * f
 
-    # One scan, not an unrolled loop: leaf k's update would else recompute
-    # the k links before it (see xla_cpu.running).
+    # Each link computed once: leaf k's update would else recompute the k
+    # links before it (see xla_cpu.running).
     states = xla_cpu.running(link, start, list(factors.values()))
     rates = [start] * num_leaves
     for k, state in zip(factors, states):
