@@ -125,13 +125,18 @@ def test_run_many_equals_run_one_in_order():
         )
     ]
     seen = []
-    results = bench.run_many(jobs, workers=2, ahead=1, on_result=seen.append)
+    results = bench.run_many(jobs, workers=1, on_result=seen.append)
     assert [(r.task, r.optimizer) for r in results] == [
         (j["task_name"], j["optimizer_name"]) for j in jobs
     ]
     assert seen == [results[0], results[2], results[1]]  # the tasks in turn
-    for job, r in zip(jobs, results):
-        np.testing.assert_array_equal(r.curve, bench.run_one(**job).curve)
+    again = bench.run_many(jobs, workers=2)
+    assert [(r.task, r.optimizer) for r in again] == [
+        (r.task, r.optimizer) for r in results
+    ]
+    np.testing.assert_array_equal(results[0].curve, bench.run_one(**jobs[0]).curve)
+    for r, r2 in zip(results, again):
+        np.testing.assert_array_equal(r.curve, r2.curve)
 
 
 def test_interleaved_takes_the_tasks_in_turn():
@@ -289,7 +294,8 @@ def test_clara_spread_counts_the_rates_near_the_best():
 
 
 def _bench(tmp_path, *args):
-    return cli.main(["bench", "--quiet", "--out", str(tmp_path / "out"), *args])
+    cache = () if "--cache-dir" in args else ("--no-cache",)  # not the user's
+    return cli.main(["bench", "--quiet", "--out", str(tmp_path / "out"), *cache, *args])
 
 
 @pytest.mark.parametrize(
@@ -319,6 +325,10 @@ def test_unwritable_out_is_one_line(tmp_path, capsys):
     code = cli.main(["bench", "--quiet", "--out", str(blocker / "sub")])
     err = capsys.readouterr().err
     assert code == 1 and "--out" in err and "not writable" in err
+    assert len(err.strip().splitlines()) == 1
+    code = _bench(tmp_path, "--cache-dir", str(blocker / "sub"))
+    err = capsys.readouterr().err
+    assert code == 1 and "--cache-dir" in err and "not writable" in err
     assert len(err.strip().splitlines()) == 1
 
 

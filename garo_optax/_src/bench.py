@@ -330,8 +330,10 @@ def _build_task(spec: BenchTask):
 
 COMPILE_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 """XLA compiler options of every run: XLA:CPU's classic emitters compile these
-scans 1.3-3x faster than its fusion emitters and run them at about the same
-speed (the same numbers up to float32 rounding)."""
+scans 1.2-3x faster than its fusion emitters (steps at the same speed with the
+backend optimizations, up to 1.8x slower without). They round differently:
+chaotic runs (prodigy on the digits MLP) end elsewhere, as after any compiler
+change."""
 
 FAST_COMPILE = {
     **COMPILE_OPTIONS,
@@ -422,6 +424,7 @@ def _tasks() -> dict[str, BenchTask]:
             1000,
             300,
             "MLP 100-100 relu on MNIST-1D, batch 128",
+            fast_compile=False,  # its steps cost more than compiling here
         ),
         BenchTask(
             "mnist1d_cnn",
@@ -775,45 +778,41 @@ def run_many(
     jobs: Sequence[dict],
     *,
     workers: int = 2,
-    ahead: int | None = None,
     on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
-    """Runs many jobs, compiling up to ``ahead`` of them in ``workers`` threads.
+    """Runs many jobs, ``workers`` at a time, each compiled then executed.
 
-    XLA compiles one module on one core, and compilation dominates these small
-    runs, so the next runs compile on the other cores while one executes. The
-    jobs execute one at a time, the tasks taken in turn (one job of each), so
-    that the long runs of the large tasks overlap the compilations of the
-    small ones. The results are those of :func:`run_one` in the order of
-    ``jobs`` (``compile_s`` is then the wall time of a compilation that
-    overlapped others).
+    XLA compiles one module on one core, and most of these runs take less
+    time than their compilation, so one job per core keeps every core busy
+    (the compilations of some jobs overlap the executions of others). The
+    jobs start in turns over the tasks (one job of each), so the long runs of
+    the large tasks spread over the whole run. The results are those of
+    :func:`run_one` in the order of ``jobs`` (``run_s`` and ``compile_s`` are
+    then wall times of work that overlapped other jobs).
 
     Args:
       jobs: keyword arguments of :func:`prepare`, one dict per run.
-      workers: compilation threads (1: compile and run one after the other).
-      ahead: jobs compiled ahead of the one executing (default
-        ``4 * workers``).
+      workers: jobs at a time (1: one after the other, in that order).
       on_result: called with each :class:`Result` as it is ready.
 
     Returns:
       The results, in the order of ``jobs``.
     """
-    workers = max(workers, 1)
-    ahead = max(4 * workers if ahead is None else ahead, 1)
     for name in dict.fromkeys(job["task_name"] for job in jobs):
         TASKS[name].build()  # load the data once, outside the threads
     results: list[Result | None] = [None] * len(jobs)
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        queue = iter(_interleaved(jobs))
-        submit = lambda i: (i, pool.submit(lambda: prepare(**jobs[i])))
-        pending = collections.deque(map(submit, itertools.islice(queue, ahead)))
-        while pending:
-            index, future = pending.popleft()
-            prepared = future.result()
-            pending.extend(map(submit, itertools.islice(queue, 1)))
-            results[index] = execute(prepared)
+    pool = concurrent.futures.ThreadPoolExecutor(max(workers, 1))
+    try:
+        futures = {
+            pool.submit(lambda job=jobs[i]: run_one(**job)): i
+            for i in _interleaved(jobs)
+        }
+        for future in concurrent.futures.as_completed(futures):
+            results[futures[future]] = future.result()
             if on_result is not None:
-                on_result(results[index])
+                on_result(future.result())
+    finally:  # on an error, no job starts after the running ones
+        pool.shutdown(wait=True, cancel_futures=True)
     return results
 
 

@@ -492,7 +492,7 @@ def _loss_panel(ax, rows: Sequence[bench.Result], styles: dict) -> None:
     ax.legend(
         handles,
         labels,
-        loc="lower left",
+        loc="best",
         fontsize=7,
         title="best final loss",
         title_fontsize=7,
@@ -543,7 +543,9 @@ def plot_profile(path, results):
     styles = _styles(order)
     finite = [x for t in ratios.values() for x in t.values() if math.isfinite(x)]
     tau_max = max(20.0, 2.0 * max(finite, default=1.0))
-    fig = _figure((13.0, 5.6))
+    columns = 1 + (len(order) - 1) // 26  # legend columns, 2.1 inches each
+    width = 11.5 + 2.1 * columns
+    fig = _figure((width, 5.6), layout="constrained")
     axes = fig.subplots(1, 2, sharey=True)
     for name in order:
         mine = np.array([t[name] for t in ratios.values() if name in t])
@@ -566,17 +568,14 @@ def plot_profile(path, results):
         ax.set_xscale("log")
         ax.set_xlim(1.0, right)
         ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3, which="both" if right <= 10 else "major")
         ax.set_xlabel("tau: final loss / best final loss of the task")
     axes[0].set_title("tau up to 10 (dotted: 1.1)", fontsize=10)
     axes[1].set_title(f"tau up to {tau_max:.2g}", fontsize=10)
     axes[0].set_ylabel(f"fraction of the {len(ratios)} tasks within tau of the best")
     fig.suptitle("Performance profile: higher and further left is better")
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(
-        handles, labels, loc="center right", fontsize=7, ncol=1 + len(order) // 28
-    )
-    fig.tight_layout(rect=(0, 0, 0.84 - 0.07 * (len(order) // 28), 1))
+    fig.legend(handles, labels, loc="outside right center", fontsize=7, ncol=columns)
     fig.savefig(path, dpi=110)
     return fig
 
