@@ -56,16 +56,6 @@ class GaroState(NamedTuple):
     loss_first: jax.Array | None = None  # scale-free: the first finite loss.
 
 
-_CONTROLLER_OPTIONS = (
-    "hidden_size",
-    "head_init_scale",
-    "learning_rate_init",
-    "momentum_init",
-    "weight_decay_init",
-    "scale_free",
-)
-
-
 def _build_controller(controller, granularity, seed, options) -> ctl.GaroController:
     """The given controller, or one drawn from ``seed`` and ``options``."""
     options = {k: v for k, v in options.items() if v is not None}

@@ -63,7 +63,7 @@ _SCALE_STREAM = 0x5CA1E  # folded into the key for the scales
 _LOSS_SUFFIX = re.compile(r"loss((?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
 
 
-def _check_range(name: str, value: Any) -> tuple[float, float]:
+def check_range(name: str, value: Any) -> tuple[float, float]:
     """A (low, high) pair of positive float32-finite numbers, low <= high."""
     ok = (
         isinstance(value, tuple | list)
@@ -157,8 +157,8 @@ def augmented(
     """
     if not isinstance(family, TaskFamily):
         raise ValueError(f"family must be a TaskFamily, got {type(family).__name__}")
-    c_low, c_high = _check_range("loss_scale", loss_scale)
-    s_low, s_high = _check_range("param_scale", param_scale)
+    c_low, c_high = check_range("loss_scale", loss_scale)
+    s_low, s_high = check_range("param_scale", param_scale)
     scale_loss = (c_low, c_high) != (1.0, 1.0)
     scale_params = (s_low, s_high) != (1.0, 1.0)
     structure = _param_structure(family)

@@ -48,7 +48,8 @@ import optax
 from garo_optax._src import controller as ctl
 from garo_optax._src import garo as garo_lib
 from garo_optax._src import validate
-from garo_optax.meta import _tasks
+from garo_optax.meta import _augment, _tasks
+from garo_optax.meta._families import EXTRA_TRAIN_FAMILIES, META_TRAIN_FAMILIES
 
 Estimator = Literal["tbptt", "pes", "full"]
 MetaLoss = Literal["mean_log_loss", "mean_log_relative_loss", "final_eval_loss"]
@@ -734,25 +735,11 @@ def augment(family: _tasks.TaskFamily, config: MetaConfig) -> _tasks.TaskFamily:
         1.0,
     ):
         return family
-    from garo_optax.meta import _augment
-
     return _augment.augmented(
         family,
         loss_scale=tuple(config.loss_scale),
         param_scale=tuple(config.param_scale),
     )
-
-
-def _check_scale_range(name: str, value) -> None:
-    if (
-        not isinstance(value, tuple | list)
-        or len(value) != 2
-        or not all(isinstance(v, int | float) and v > 0 for v in value)
-        or value[0] > value[1]
-    ):
-        raise ValueError(
-            f"{name} must be a pair (low, high) with 0 < low <= high, got {value!r}"
-        )
 
 
 def check_config(config: MetaConfig) -> None:
@@ -779,8 +766,8 @@ def check_config(config: MetaConfig) -> None:
     validate.check_positive("outer_learning_rate", config.outer_learning_rate)
     validate.check_positive("clip", config.clip)
     validate.check_positive("pes_std", config.pes_std)
-    _check_scale_range("loss_scale", config.loss_scale)
-    _check_scale_range("param_scale", config.param_scale)
+    _augment.check_range("loss_scale", config.loss_scale)
+    _augment.check_range("param_scale", config.param_scale)
     if config.member_clip is not None:
         validate.check_positive("member_clip", config.member_clip)
     if config.num_devices is not None:
@@ -1048,17 +1035,7 @@ def meta_train(
 
 
 _GARO_V2 = MetaConfig(
-    families=(
-        "quadratic",
-        "noisy_quadratic",
-        "logistic_breast_cancer",
-        "logistic_wine",
-        "logistic_digits",
-        "mlp_digits",
-        "rnn_sequence",
-        "autoencoder_digits",
-        "mlp_breast_cancer",
-    ),
+    families=META_TRAIN_FAMILIES + EXTRA_TRAIN_FAMILIES,
     population=8,
     segment_length=25,
     horizon=1000,
