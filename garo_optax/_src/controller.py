@@ -85,6 +85,11 @@ class GaroDesign:
         (scale-free design).
       min_lr: the smallest learning rate (scale-free design).
       max_lr: the largest learning rate (scale-free design).
+      stats_sample: a leaf of more elements reads its statistics (norms, the
+        cosine, the direction size) from about this many of its elements,
+        evenly spaced rows of its last axis, scaled to the whole leaf, so that
+        the statistics pass costs a fraction of a step on large models; 0
+        reads every element. The finite check always reads every element.
     """
 
     scale_free: bool = False
@@ -93,6 +98,7 @@ class GaroDesign:
     max_lr_change: float = 1.1
     min_lr: float = 1e-7
     max_lr: float = 1.0
+    stats_sample: int = 1 << 16
 
 
 SEED_DESIGN = GaroDesign()

@@ -85,9 +85,59 @@ def _mean_over(h: jax.Array, weights: jax.Array) -> jax.Array:
 _NU_FLOOR = 1e-18
 
 
+def sampled_rows(x: jax.Array, sample: int) -> tuple[jax.Array, float]:
+    """Evenly spaced rows of ``x``'s last axis, about ``sample`` elements.
+
+    Returns ``(rows, scale)``, where ``scale`` (a Python float) times a sum over
+    ``rows`` estimates the sum over ``x``. ``x`` itself (scale 1) when it has
+    fewer than ``2 * sample`` elements or ``sample`` is 0. Whole rows of the last
+    axis, so the pass reads whole cache lines of only those rows.
+    """
+    stride = x.size // sample if sample else 0
+    if stride < 2:
+        return x, 1.0
+    rows = x.reshape(-1, x.shape[-1]) if x.ndim >= 2 else x.reshape(-1, 1)
+    picked = rows[::stride]
+    return picked, x.size / picked.size
+
+
 def _leaf_sums(g, m, nu, work, dtype, design, skip_nonfinite):
-    """One pass over a leaf for every statistic of the step (a tuple of sums)."""
-    g, m = g.astype(work), m.astype(work)
+    """The statistics of a leaf (a vector of sums, the finite probe last).
+
+    A small leaf: one fused pass over it. A large leaf estimates the
+    statistics from ``sampled_rows`` and reads all of ``g`` only for the finite
+    probe, ``sum |g|`` (see ``_finite_probe``).
+    """
+    terms = lambda g, m, nu: _stat_terms(
+        g.astype(work), m.astype(work), nu, dtype, design
+    )
+    g_rows, scale = sampled_rows(g, design.stats_sample)
+    if scale == 1.0:
+        probe = (jnp.real(g * 0),) if skip_nonfinite else ()  # NaN iff not finite.
+        return jnp.stack(numerics.fused_sums(*terms(g, m, nu), *probe, dtype=dtype))
+    rows = lambda x: sampled_rows(x, design.stats_sample)[0]
+    stats = numerics.fused_sums(*terms(g_rows, rows(m), rows(nu)), dtype=dtype)
+    stats = [s * jnp.asarray(scale, dtype) for s in stats]
+    probe = [_finite_probe(g, dtype)] if skip_nonfinite else []
+    return jnp.stack([*stats, *probe])
+
+
+def _finite_probe(g, dtype):
+    """``sum |g|``: not finite exactly when an element of ``g`` is not.
+
+    (It overflows only for a sum of magnitudes above 3e38, far beyond any
+    gradient.) A one-term ``jnp.sum`` of one array, unlike the variadic
+    reduction of the small leaves: XLA:CPU runs it as a multithreaded library
+    kernel (4.5x faster than the variadic loop at 100M parameters, ``garo-optax
+    bench --speed``), and ``g * 0`` would make it materialize a zero array.
+    """
+    if jnp.iscomplexobj(g):
+        return _finite_probe(jnp.real(g), dtype) + _finite_probe(jnp.imag(g), dtype)
+    return jnp.sum(jnp.abs(g), dtype=dtype)
+
+
+def _stat_terms(g, m, nu, dtype, design):
+    """The element-wise terms whose sums are the controller's statistics."""
     terms = (
         numerics.abs_square(g),
         numerics.real_product(g, m),
@@ -101,9 +151,7 @@ def _leaf_sums(g, m, nu, work, dtype, design, skip_nonfinite):
         # only where |g| < 1e-9.
         floor = jnp.asarray(_NU_FLOOR, dtype)
         terms += (numerics.abs_square(m).astype(dtype) / jnp.maximum(nu, floor),)
-    if skip_nonfinite:
-        terms += (jnp.real(g * 0),)  # NaN exactly when g is not finite.
-    return jnp.stack(numerics.fused_sums(*terms, dtype=dtype))
+    return terms
 
 
 def _tree_sums(grads, moms, nus, work, dtype, design, skip_nonfinite, per_tensor):
@@ -149,6 +197,16 @@ def _seed_leaf_step(g, v, theta, hp, work, finite, coupled_wd):
     if decay is not None and not coupled_wd:
         step = step + decay
     return jnp.where(finite, lr * step, 0).astype(g.dtype), v_new
+
+
+def _second_moment_dtype(param_dtype):
+    """f32 for 16-bit floats, else the real dtype of the leaf.
+
+    In 16 bits the EMA cannot work: b2 = 0.999 rounds to 1 in bfloat16 (so
+    ``1 - b2`` is 0 and nu stays 0), and increments of 0.1% fall below half an
+    ulp in either format.
+    """
+    return numerics.real_dtype(jnp.promote_types(param_dtype, jnp.float32))
 
 
 class _AdamScales(NamedTuple):
@@ -281,7 +339,7 @@ def scale_by_garo(
         if design.scale_free:
             scale_free_fields = dict(
                 nu=jax.tree.map(
-                    lambda p: jnp.zeros_like(p, dtype=numerics.real_dtype(p.dtype)),
+                    lambda p: jnp.zeros_like(p, dtype=_second_moment_dtype(p.dtype)),
                     params,
                 ),
                 first_moment_scale=jnp.zeros(shape, dtype),
@@ -529,7 +587,16 @@ def garo(
     the loss features are 0): pass it on every step or never. A non-finite
     incoming update gives a zero update and leaves the state unchanged but for
     the ``skipped`` counter (``skip_nonfinite=True``). Complex parameters are
-    supported (:math:`|g|^2 = g \bar g`, real statistics and rates).
+    supported (:math:`|g|^2 = g \bar g`, real statistics and rates). The
+    second moment :math:`\nu` of a 16-bit leaf is kept in float32 (in 16 bits
+    :math:`\beta_2` = 0.999 rounds to 1 in bfloat16).
+
+    A leaf of at least ``2 * design.stats_sample`` elements (131,072 for
+    ``garo-v2``) gives the features its statistics estimated from evenly
+    spaced rows (about 65,536 elements), so that they cost a small fraction of
+    the step on large models; the finite check still reads every element.
+    Smaller leaves, which include every leaf of the tasks ``garo-v2`` was
+    trained and evaluated on, are read whole.
 
     Flax NNX's ``nnx.Optimizer.update(model, grads, value=loss)`` forwards the
     loss. Linen's ``TrainState.apply_gradients`` does not: call

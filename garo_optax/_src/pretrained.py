@@ -50,7 +50,9 @@ def controller_arrays(controller: ctl.GaroController) -> dict[str, np.ndarray]:
 def read_controller(path) -> ctl.GaroController:
     """Reads a controller from an ``.npz`` file of its fields.
 
-    A file without a ``design`` field (``garo-v1``) is of the seed design.
+    A file without a ``design`` field (``garo-v1``) is of the seed design and
+    reads every element for its statistics (``stats_sample=0``), as it did when
+    it was trained.
 
     Args:
       path: the file.
@@ -61,7 +63,7 @@ def read_controller(path) -> ctl.GaroController:
     try:
         with np.load(path) as data:
             fields = {k: data[k] for k in data.files}
-        design = ctl.SEED_DESIGN
+        design = dataclasses.replace(ctl.SEED_DESIGN, stats_sample=0)
         if "design" in fields:
             design = ctl.GaroDesign(**json.loads(str(fields.pop("design"))))
     except (OSError, ValueError, TypeError) as error:
