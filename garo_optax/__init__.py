@@ -7,12 +7,12 @@ from garo_optax._src.autosgm import scale_by_autosgm as scale_by_autosgm
 from garo_optax._src.clara import ScaleByAdamClaraState as ScaleByAdamClaraState
 from garo_optax._src.clara import ScaleByClaraState as ScaleByClaraState
 from garo_optax._src.clara import adam_clara as adam_clara
-from garo_optax._src.clara import adam_clara_global as adam_clara_global
-from garo_optax._src.clara import adam_clara_local as adam_clara_local
 from garo_optax._src.clara import adam_clara_reference as adam_clara_reference
-from garo_optax._src.clara import adam_clara_smoothed as adam_clara_smoothed
 from garo_optax._src.clara import clara_sgd as clara_sgd
 from garo_optax._src.clara import scale_by_clara as scale_by_clara
+from garo_optax._src.clara_seed import adam_clara_global as adam_clara_global
+from garo_optax._src.clara_seed import adam_clara_local as adam_clara_local
+from garo_optax._src.clara_seed import adam_clara_smoothed as adam_clara_smoothed
 from garo_optax._src.controller import GaroController as GaroController
 from garo_optax._src.controller import init_controller as init_controller
 from garo_optax._src.garo import GaroState as GaroState

@@ -12,9 +12,11 @@ shorter and the rate is lowered. The rate compounds multiplicatively from step t
 step and is one global scalar, kept on the device in the optimizer state.
 
 This module holds the published algorithm (:func:`scale_by_clara`,
-:func:`clara_sgd`, :func:`adam_clara`) and the three exploratory Adam-CLARA
-variants that preceded it (:func:`adam_clara_global`, :func:`adam_clara_local`,
-:func:`adam_clara_smoothed`).
+:func:`clara_sgd`, :func:`adam_clara`); ``clara_seed.py`` holds the three
+exploratory Adam-CLARA variants that preceded it
+(:func:`~garo_optax.adam_clara_global`, :func:`~garo_optax.adam_clara_local`,
+:func:`~garo_optax.adam_clara_smoothed`), which share this module's state and
+rate bookkeeping.
 
 Tensor order: wherever a rule walks over tensors one after another (the local
 and smoothed variants), the order is the flatten order of the parameter tree,
@@ -41,7 +43,6 @@ Complex parameters are supported as in optax (pass the conjugate of
 moment) are real, and the path and the step are complex.
 """
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
@@ -52,7 +53,6 @@ import optax
 from garo_optax._src import numerics, validate, xla_cpu
 
 Normalize = Literal["per_tensor", "global"]
-SeedRule = Literal["global", "local", "smoothed"]
 
 # Floor of the per-tensor norm, as in the reference code: a zero tensor gets a
 # zero unit direction instead of NaN.
@@ -251,13 +251,7 @@ def _clara_step(
     # computed before anything is written: the path and the rate keep their
     # old values instead of being poisoned.
     finite = jnp.isfinite(total)
-    if config.normalize == "global":
-        inverse_norm = jax.lax.rsqrt(jnp.maximum(total, _NORM_FLOOR**2))
-        inverse_norms = [inverse_norm] * len(squared_norms)
-    else:
-        inverse_norms = [
-            jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2)) for s in squared_norms
-        ]
+    inverse_norms = _inverse_norms(config.normalize, squared_norms, total)
 
     base = numerics.as_real(config.schedule(state.count), dtype)
     next_base = numerics.as_real(
@@ -270,31 +264,50 @@ def _clara_step(
         scale = rate * n if config.unit_step else rate
         new_updates.append((a * scale.astype(a.dtype)).astype(out))
 
-    new_paths = []
-    for direction, p, n in zip(path_directions, paths, inverse_norms):
-        work = _compute_dtype(p)
-        stepped = (1.0 - cum).astype(work) * p.astype(work) + (cum * n).astype(
-            work
-        ) * direction().astype(work)
-        new_paths.append(jnp.where(finite, stepped, p.astype(work)).astype(p.dtype))
-
-    change = jnp.ones([], dtype)
-    num_tensors = sum(1 for p in paths if p.size > 0)
-    if config.adapt and num_tensors > 0:
-        mu = cum / (2.0 - cum) if config.mu is None else config.mu
-        reference = numerics.as_real(mu, dtype) * (
-            num_tensors if config.normalize == "per_tensor" else 1
-        )
-        path_length = xla_cpu.sum_once(
-            [numerics.squared_norm(p, dtype) for p in new_paths], dtype
-        )
-        damping = numerics.as_real(config.damping, dtype)
-        change = jnp.where(
-            finite, jnp.exp(damping * (path_length / reference - 1)), change
-        )
+    new_paths = [
+        jnp.where(finite, _path_step(p, direction(), 1.0 - cum, cum * n), p)
+        for direction, p, n in zip(path_directions, paths, inverse_norms)
+    ]
+    change = _rate_change(config, new_paths, finite, dtype)
     lr_factor = factor * change
     lr = _next_lr(state, change, next_base, lr_factor)
     return new_updates, new_paths, lr_factor, lr, next_base
+
+
+def _inverse_norms(normalize: Normalize, squared_norms, total) -> list[jax.Array]:
+    """``1 / max(norm, floor)`` per leaf: its own norm's, or the tree's."""
+    if normalize == "global":
+        return [jax.lax.rsqrt(jnp.maximum(total, _NORM_FLOOR**2))] * len(squared_norms)
+    return [jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2)) for s in squared_norms]
+
+
+def _path_step(path: jax.Array, direction: jax.Array, keep, gain) -> jax.Array:
+    """``keep * path + gain * direction`` in the path's compute dtype, stored in
+    the path's dtype (``keep`` and ``gain`` are real scalars)."""
+    work = _compute_dtype(path)
+    stepped = keep.astype(work) * path.astype(work) + gain.astype(
+        work
+    ) * direction.astype(work)
+    return stepped.astype(path.dtype)
+
+
+def _rate_change(config: _ClaraConfig, new_paths, finite, dtype) -> jax.Array:
+    """The factor ``exp(d (|p|^2 / reference - 1))`` the rate changes by (1
+    when not adapting, without non-empty leaves or for a non-finite step)."""
+    change = jnp.ones([], dtype)
+    num_tensors = sum(1 for p in new_paths if p.size > 0)
+    if not config.adapt or num_tensors == 0:
+        return change
+    cum = numerics.as_real(config.c, dtype)
+    mu = cum / (2.0 - cum) if config.mu is None else config.mu
+    reference = numerics.as_real(mu, dtype) * (
+        num_tensors if config.normalize == "per_tensor" else 1
+    )
+    path_length = xla_cpu.sum_once(
+        [numerics.squared_norm(p, dtype) for p in new_paths], dtype
+    )
+    damping = numerics.as_real(config.damping, dtype)
+    return jnp.where(finite, jnp.exp(damping * (path_length / reference - 1)), change)
 
 
 def scale_by_clara(
@@ -513,92 +526,24 @@ def _scale_by_adam_clara(
     mu_dtype = None if mu_dtype is None else jax.dtypes.canonicalize_dtype(mu_dtype)
 
     def init_fn(params):
-        clara = _init_state(params, schedule, None)
-        return ScaleByAdamClaraState(
-            count=clara.count,
-            mu=optax.tree.zeros_like(params, dtype=mu_dtype),
-            # Real: |g|^2 of a complex gradient is real (optax keeps it complex).
-            nu=jax.tree.map(
-                lambda p: jnp.zeros_like(p, numerics.real_dtype(p.dtype)), params
-            ),
-            lr_factor=clara.lr_factor,
-            lr=clara.lr,
-            base_lr=clara.base_lr,
-            path=clara.path,
-        )
+        return _init_adam_clara_state(params, schedule, mu_dtype)
 
     def update_fn(updates, state, params=None, **extra_args):
         del params, extra_args
-        dtype = state.lr_factor.dtype
         grads, treedef = jax.tree.flatten(updates)
         mus = treedef.flatten_up_to(state.mu)
         nus = treedef.flatten_up_to(state.nu)
         count = optax.safe_increment(state.count)
-        # Bias corrections 1 - b**t as in `optax.tree.bias_correction`, computed
-        # in the scalar dtype (float32 at least) and only then cast.
-        beta1, beta2 = numerics.as_real(b1, dtype), numerics.as_real(b2, dtype)
-        # 1 - b before the cast, as in optax (1 - 0.999 is not 1 - f32(0.999)).
-        rest1 = numerics.as_real(1 - b1, dtype)
-        rest2 = numerics.as_real(1 - b2, dtype)
-        epsilon = numerics.as_real(eps, dtype)
-        correction1 = 1 - beta1 ** count.astype(dtype)
-        correction2 = 1 - beta2 ** count.astype(dtype)
-
-        # Adam's direction a = (m / bc1) / (sqrt(v / bc2) + eps) has three
-        # consumers: its per-tensor norm, the parameter step and the path.
-        # XLA:CPU neither copies an expensive fusion (divide, sqrt) into several
-        # consumers nor fuses loops with several outputs, so one shared `a` (as
-        # in the chain scale_by_adam -> scale_by_clara) is written to a fresh
-        # temporary buffer on every step: 4 B/param more traffic and a page
-        # fault per 1000 params. The three forms below are equal but different
-        # expressions, which CSE cannot merge back into one stored value, so
-        # each loop recomputes `a` from m and v in registers. 10M and 100M
-        # params, 52 leaves, 2 CPU cores, one run: the chain took 3.6x
-        # optax.adam's step time, this 2.2-2.3x (temporary 4.0 -> 0.5 B/param);
-        # sharing `a` through an optimization_barrier instead took 4.7x.
-        norm_scale = correction2 / jnp.square(correction1)
-        norm_eps = epsilon * jnp.sqrt(correction2)
-        inverse1, inverse2 = 1 / correction1, 1 / correction2
-
-        # m is complex for complex leaves, v is real; the denominators are
-        # real and cast to m's dtype (a no-op for real leaves).
-        def squared_norm(m, v):
-            # |a|^2 = bc2 / bc1^2 * sum(|m / (sqrt(v) + eps * sqrt(bc2))|^2).
-            denominator = jnp.sqrt(v) + norm_eps.astype(v.dtype)
-            x = m / denominator.astype(m.dtype)
-            return norm_scale * jnp.sum(numerics.abs_square(x), dtype=dtype)
-
-        def step_form(m, v):
-            real = v.dtype
-            denominator = jnp.sqrt(v * inverse2.astype(real)) + epsilon.astype(real)
-            return (m * inverse1.astype(m.dtype)) / denominator.astype(m.dtype)
-
-        def path_form(m, v):
-            real = v.dtype
-            denominator = jnp.sqrt(v / correction2.astype(real)) + epsilon.astype(real)
-            return (m / correction1.astype(m.dtype)) / denominator.astype(m.dtype)
-
-        new_mus, new_nus = [], []
-        for g, m, v in zip(grads, mus, nus):
-            work = numerics.compute_dtype(g.dtype, m.dtype, v.dtype)
-            real = numerics.real_dtype(work)
-            g = g.astype(work)
-            m = rest1.astype(work) * g + beta1.astype(work) * m.astype(work)
-            v = rest2.astype(real) * numerics.abs_square(g) + beta2.astype(
-                real
-            ) * v.astype(real)
-            new_mus.append(m)
-            new_nus.append(v)
-        moments = list(zip(new_mus, new_nus))
-
-        paths = treedef.flatten_up_to(state.path)
+        scalars = _adam_scalars(b1, b2, eps, count, state.lr_factor.dtype)
+        moments = [_adam_moments(scalars, g, m, v) for g, m, v in zip(grads, mus, nus)]
+        forms = [_AdamDirection(scalars, m, v) for m, v in moments]
         new_updates, new_paths, lr_factor, lr, base_lr = _clara_step(
             config,
             state,
-            [squared_norm(m, v) for m, v in moments],
-            [functools.partial(step_form, m, v) for m, v in moments],
-            [functools.partial(path_form, m, v) for m, v in moments],
-            paths,
+            [a.squared_norm() for a in forms],
+            [a.step_form for a in forms],
+            [a.path_form for a in forms],
+            treedef.flatten_up_to(state.path),
             [g.dtype for g in grads],
         )
         unflatten_like = lambda new, old: treedef.unflatten(
@@ -606,8 +551,8 @@ def _scale_by_adam_clara(
         )
         new_state = ScaleByAdamClaraState(
             count=count,
-            mu=unflatten_like(new_mus, mus),
-            nu=unflatten_like(new_nus, nus),
+            mu=unflatten_like([m for m, _ in moments], mus),
+            nu=unflatten_like([v for _, v in moments], nus),
             lr_factor=lr_factor,
             lr=lr,
             base_lr=base_lr,
@@ -616,6 +561,114 @@ def _scale_by_adam_clara(
         return treedef.unflatten(new_updates), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _init_adam_clara_state(params, schedule, mu_dtype) -> ScaleByAdamClaraState:
+    clara = _init_state(params, schedule, None)
+    return ScaleByAdamClaraState(
+        count=clara.count,
+        mu=optax.tree.zeros_like(params, dtype=mu_dtype),
+        # Real: |g|^2 of a complex gradient is real (optax keeps it complex).
+        nu=jax.tree.map(
+            lambda p: jnp.zeros_like(p, numerics.real_dtype(p.dtype)), params
+        ),
+        lr_factor=clara.lr_factor,
+        lr=clara.lr,
+        base_lr=clara.base_lr,
+        path=clara.path,
+    )
+
+
+class _AdamScalars(NamedTuple):
+    """Adam's scalars at one step, in the scalar dtype (float32 at least)."""
+
+    beta1: jax.Array
+    beta2: jax.Array
+    rest1: jax.Array  # 1 - b1, rounded once (1 - f32(0.999) is not f32(0.001)).
+    rest2: jax.Array
+    epsilon: jax.Array
+    correction1: jax.Array  # 1 - b1**t, as `optax.tree.bias_correction`.
+    correction2: jax.Array
+
+
+def _adam_scalars(b1, b2, eps, count: jax.Array, dtype) -> _AdamScalars:
+    """Adam's decay rates, epsilon and bias corrections after ``count`` steps,
+    computed in ``dtype`` and cast to a leaf's dtype only where used."""
+    beta1, beta2 = numerics.as_real(b1, dtype), numerics.as_real(b2, dtype)
+    return _AdamScalars(
+        beta1=beta1,
+        beta2=beta2,
+        # 1 - b before the cast, as in optax.
+        rest1=numerics.as_real(1 - b1, dtype),
+        rest2=numerics.as_real(1 - b2, dtype),
+        epsilon=numerics.as_real(eps, dtype),
+        correction1=1 - beta1 ** count.astype(dtype),
+        correction2=1 - beta2 ** count.astype(dtype),
+    )
+
+
+def _adam_moments(s: _AdamScalars, g, m, v) -> tuple[jax.Array, jax.Array]:
+    """Adam's new moments of one leaf in its compute dtype: ``m`` complex for
+    complex leaves, ``v`` (of :math:`|g|^2`) real."""
+    work = numerics.compute_dtype(g.dtype, m.dtype, v.dtype)
+    real = numerics.real_dtype(work)
+    g = g.astype(work)
+    m = s.rest1.astype(work) * g + s.beta1.astype(work) * m.astype(work)
+    v = s.rest2.astype(real) * numerics.abs_square(g) + s.beta2.astype(real) * v.astype(
+        real
+    )
+    return m, v
+
+
+class _AdamDirection(NamedTuple):
+    """Adam's direction ``a = (m / bc1) / (sqrt(v / bc2) + eps)`` of one leaf,
+    written three ways for its three consumers.
+
+    ``a``'s per-tensor norm, the parameter step and the path each read it.
+    XLA:CPU neither copies an expensive fusion (divide, sqrt) into several
+    consumers nor fuses loops with several outputs, so one shared ``a`` (as in
+    the chain scale_by_adam -> scale_by_clara) is written to a fresh temporary
+    buffer on every step: 4 B/param more traffic and a page fault per 1000
+    params. The three forms are equal but different expressions, which CSE
+    cannot merge back into one stored value, so each loop recomputes ``a``
+    from ``m`` and ``v`` in registers. 10M and 100M params, 52 leaves, 2 CPU
+    cores, one run: the chain took 3.6x optax.adam's step time, this 2.2-2.3x
+    (temporary 4.0 -> 0.5 B/param); sharing ``a`` through an
+    optimization_barrier instead took 4.7x.
+
+    ``m`` is complex for complex leaves, ``v`` real; the denominators are real
+    and cast to ``m``'s dtype (a no-op for real leaves).
+    """
+
+    s: _AdamScalars
+    m: jax.Array
+    v: jax.Array
+
+    def squared_norm(self) -> jax.Array:
+        """``|a|^2 = bc2 / bc1^2 * sum(|m / (sqrt(v) + eps * sqrt(bc2))|^2)``."""
+        s, m, v = self
+        dtype = s.epsilon.dtype
+        denominator = jnp.sqrt(v) + (s.epsilon * jnp.sqrt(s.correction2)).astype(
+            v.dtype
+        )
+        x = m / denominator.astype(m.dtype)
+        norm_scale = s.correction2 / jnp.square(s.correction1)
+        return norm_scale * jnp.sum(numerics.abs_square(x), dtype=dtype)
+
+    def step_form(self) -> jax.Array:
+        """``a`` as ``(m * (1 / bc1)) / (sqrt(v * (1 / bc2)) + eps)``."""
+        s, m, v = self
+        real = v.dtype
+        inverse1, inverse2 = 1 / s.correction1, 1 / s.correction2
+        denominator = jnp.sqrt(v * inverse2.astype(real)) + s.epsilon.astype(real)
+        return (m * inverse1.astype(m.dtype)) / denominator.astype(m.dtype)
+
+    def path_form(self) -> jax.Array:
+        """``a`` as ``(m / bc1) / (sqrt(v / bc2) + eps)``."""
+        s, m, v = self
+        real = v.dtype
+        denominator = jnp.sqrt(v / s.correction2.astype(real)) + s.epsilon.astype(real)
+        return (m / s.correction1.astype(m.dtype)) / denominator.astype(m.dtype)
 
 
 def _coupled_weight_decay(weight_decay, mask) -> optax.GradientTransformation:
@@ -751,309 +804,12 @@ def adam_clara(
     )
 
 
-# --- The three exploratory variants that preceded the published algorithm. ---
+def __getattr__(name: str):
+    # The seed variants moved to clara_seed.py; `_src/bench.py` still reads
+    # them from here (`clara.adam_clara_global`). Imported on first use, since
+    # clara_seed imports this module.
+    if name in ("adam_clara_global", "adam_clara_local", "adam_clara_smoothed"):
+        from garo_optax._src import clara_seed
 
-# Per version: (path coefficient multiplier, exponent multiplier, factor clip).
-_SEED_CONSTANTS = {
-    ("global", 1): (1.0, 1.0, None),
-    ("global", 2): (1.0, 1.0, (0.1, 10.0)),
-    ("local", 1): (1.0, 1.0, None),
-    ("local", 2): (1.0, 1.0, (0.1, 10.0)),
-    ("smoothed", 1): (1.0, 1.0, (0.5, 2.0)),
-    ("smoothed", 2): (2.0, 5.0, (0.01, 10.0)),
-}
-# The rate range that `faithful=False` imposes on the local variant's rate.
-_LOCAL_RATE_RANGE = (0.1, 10.0)
-_SMOOTHING = 0.9
-
-
-def _scale_by_clara_seed(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    rule: SeedRule,
-    version: int,
-    faithful: bool,
-    c: jax.typing.ArrayLike,
-    damping: jax.typing.ArrayLike,
-    adapt: bool,
-) -> optax.GradientTransformationExtraArgs:
-    """The rate rules of the seed variants, applied to an incoming direction."""
-    validate.check_choice("version", version, (1, 2))
-    _check_common(learning_rate, c, damping)
-    path_boost, exponent_boost, clip = _SEED_CONSTANTS[(rule, version)]
-    schedule = numerics.as_schedule(learning_rate)
-
-    def init_fn(params):
-        return _init_state(params, schedule, None)
-
-    def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        dtype = state.lr_factor.dtype
-        cum = numerics.as_real(c, dtype)
-        gain = cum / (2.0 * numerics.as_real(damping, dtype))
-        directions, treedef = jax.tree.flatten(updates)
-        paths = treedef.flatten_up_to(state.path)
-        active = [k for k, a in enumerate(directions) if a.size > 0]
-
-        finite = jnp.ones([], bool)
-        if version == 1 and adapt:
-            # v1 steps along (and accumulates) unit directions per tensor.
-            squared_norms = [numerics.squared_norm(a, dtype) for a in directions]
-            finite = jnp.isfinite(xla_cpu.sum_once(squared_norms, dtype))
-            directions = [
-                _scaled(a, jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2)))
-                for a, s in zip(directions, squared_norms)
-            ]
-
-        coefficient = path_boost * jnp.sqrt(cum * (2.0 - cum))
-        new_paths = []
-        for a, p in zip(directions, paths):
-            work = _compute_dtype(p)
-            new_paths.append(
-                (
-                    (1.0 - cum).astype(work) * p.astype(work)
-                    + coefficient.astype(work) * a.astype(work)
-                ).astype(p.dtype)
-            )
-        path_norms = [numerics.squared_norm(p, dtype) for p in new_paths]
-        finite &= jnp.isfinite(xla_cpu.sum_once(path_norms, dtype))
-        new_paths = [jnp.where(finite, q, p) for q, p in zip(new_paths, paths)]
-
-        def factor(squared_norm, size):
-            f = jnp.exp(exponent_boost * (gain * (squared_norm / size - 1)))
-            return f if clip is None else jnp.clip(f, *clip)
-
-        base = numerics.as_real(schedule(state.count), dtype)
-        implied, _ = _read_rate(state, base)
-        if rule == "global":
-            # Not cumulative: one factor of the whole path, relative to the
-            # base rate, which a written lr rescales by lr / (base_lr * f).
-            start = state.lr_factor
-            scale = base * _written_scale(implied, start)
-            new_factor = jnp.ones([], dtype)
-            if adapt and active:
-                new_factor = factor(
-                    xla_cpu.sum_once([path_norms[k] for k in active], dtype),
-                    sum(directions[k].size for k in active),
-                )
-            rates = [new_factor] * len(directions)
-        else:
-            # Local compounds like the published rate and continues from the
-            # factor the state's (maybe written) lr implies; Smoothed's average
-            # is relative to the base rate, which a written lr rescales.
-            start = implied if rule == "local" else state.lr_factor
-            scale = base if rule == "local" else base * _written_scale(implied, start)
-            factors = {k: factor(path_norms[k], directions[k].size) for k in active}
-            rates, new_factor = _tensor_by_tensor(
-                rule, faithful, adapt, start, factors, len(directions)
-            )
-        new_factor = jnp.where(finite, new_factor, start)
-        new_updates = [_scaled(a, scale * r) for a, r in zip(directions, rates)]
-        new_state = ScaleByClaraState(
-            count=optax.safe_increment(state.count),
-            lr_factor=new_factor,
-            lr=_next_lr(state, new_factor / start, base, new_factor),
-            base_lr=base,
-            path=treedef.unflatten(new_paths),
-        )
-        return treedef.unflatten(new_updates), new_state
-
-    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _written_scale(implied: jax.Array, lr_factor: jax.Array) -> jax.Array:
-    # lr / (base_lr * lr_factor): 1 up to rounding unless lr was written.
-    scale = implied / lr_factor
-    return jnp.where(jnp.isfinite(scale), scale, 1).astype(implied.dtype)
-
-
-def _tensor_by_tensor(rule, faithful, adapt, start, factors, num_leaves):
-    """Local's and Smoothed's per-leaf rates (in units of the base rate) and
-    the factor they keep, from the kept factor ``start`` and each non-empty
-    leaf's path factor ``factors[k]``."""
-
-    def link(running, f):
-        if rule == "local":
-            if adapt:
-                running = running * f
-                if not faithful:
-                    running = jnp.clip(running, *_LOCAL_RATE_RANGE)
-            return running
-        # The original steps its moving average once per tensor.
-        return _SMOOTHING * running + (1 - _SMOOTHING) * f
-
-    # Each link computed once: leaf k's update would else recompute the k
-    # links before it (see xla_cpu.running).
-    states = xla_cpu.running(link, start, list(factors.values()))
-    rates = [start] * num_leaves
-    for k, state in zip(factors, states):
-        rates[k] = state
-    running = states[-1] if states else start
-    if rule == "smoothed" and not adapt:
-        # The original only moves parameters inside `if adapt_lr`.
-        rates = [jnp.full([], 0.0 if faithful else 1.0, start.dtype)] * num_leaves
-    return rates, running
-
-
-def _adam_clara_seed(rule: SeedRule):
-    def factory(
-        learning_rate: optax.ScalarOrSchedule = 1e-3,
-        *,
-        b1: jax.typing.ArrayLike = 0.9,
-        b2: jax.typing.ArrayLike = 0.999,
-        eps: jax.typing.ArrayLike = 1e-8,
-        c: jax.typing.ArrayLike = 0.2,
-        damping: jax.typing.ArrayLike = 1.0,
-        weight_decay: jax.typing.ArrayLike = 0.0,
-        version: Literal[1, 2] = 2,
-        faithful: bool = True,
-        adapt: bool = True,
-    ) -> optax.GradientTransformationExtraArgs:
-        _check_adam(b1, b2, eps)
-        validate.check_interval("weight_decay", weight_decay, 0.0, None)
-        return optax.chain(
-            _coupled_weight_decay(weight_decay, None),
-            optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-            _scale_by_clara_seed(
-                learning_rate,
-                rule=rule,
-                version=version,
-                faithful=faithful,
-                c=c,
-                damping=damping,
-                adapt=adapt,
-            ),
-            optax.scale_by_learning_rate(1.0),
-        )
-
-    factory.__name__ = factory.__qualname__ = f"adam_clara_{rule}"
-    return factory
-
-
-_SEED_ARGS = r"""
-    Args:
-      learning_rate: the base learning rate > 0 (default 1e-3), or a schedule.
-      b1: Adam's first-moment decay in [0, 1).
-      b2: Adam's second-moment decay in [0, 1).
-      eps: Adam's :math:`\epsilon` >= 0, outside the square root.
-      c: cumulation constant in (0, 1].
-      damping: damping :math:`d` > 0 (default 1, as in the original).
-      weight_decay: coupled L2 weight decay >= 0 added to the gradient.
-      version: ``2`` (default) or ``1``, the two recorded versions of the code.
-      faithful: ``True`` reproduces the original exactly; ``False`` applies the
-        fixes listed above.
-      adapt: adapt the rate (the original's ``adapt_lr``).
-
-    Returns:
-      A :class:`optax.GradientTransformationExtraArgs` object.
-"""
-
-_SEED_EXAMPLE = r"""
-    Examples:
-      >>> import jax, jax.numpy as jnp, optax
-      >>> import garo_optax
-      >>> solver = garo_optax.{name}(learning_rate=1e-3)
-      >>> params = {{"w": jnp.ones(3), "b": jnp.zeros(2)}}
-      >>> opt_state = solver.init(params)
-      >>> grads = {{"w": jnp.array([1., -1., 2.]), "b": jnp.array([.5, .5])}}
-      >>> updates, opt_state = solver.update(grads, opt_state, params)
-      >>> print(f"{{optax.tree.get(opt_state, 'lr'):.4e}}")
-      {lr}
-
-    References:
-      Atamna et al, `Cumulative Learning Rate Adaptation: Revisiting Path-Based
-      Schedules for SGD and Adam <https://arxiv.org/abs/2508.05408>`_, 2025
-"""
-
-_COMMON_SEED = r"""
-    All three seed variants run Adam (:math:`\epsilon` outside the square root)
-    and accumulate a CSA-style path of its direction
-    :math:`a_t = \hat m_t / (\sqrt{\hat v_t} + \epsilon)`:
-    :math:`p^{(k)} \leftarrow (1 - c) p^{(k)} + \alpha a^{(k)}` with
-    :math:`\alpha = \sqrt{c (2 - c)}`, then compare :math:`\|p\|^2 / N` with 1 as
-    if the coordinates were i.i.d. standard normal (they are not, which is what
-    the published :func:`adam_clara` fixes). Version 1 normalizes :math:`a` to a
-    unit vector per tensor when adapting. Tensors are visited in the flatten
-    order of the parameter tree (PyTorch uses registration order). The state
-    field ``lr`` is the rate the original writes back into its parameter group.
-    Writing it (``optax.tree.set(state, lr=x)``) scales every rate of the next
-    update by ``x`` over the stored value: Local's rate continues from ``x``,
-    and Global's and Smoothed's base rate is scaled by that ratio from then on.
-    A non-finite direction leaves the path and the rate unchanged.
-"""
-
-adam_clara_global = _adam_clara_seed("global")
-adam_clara_global.__doc__ = (
-    r"""Adam-CLARA seed variant "global": Adam times a bounded path factor.
-
-    Let :math:`S = \sum_k \|p^{(k)}_t\|^2` and :math:`N` the number of elements.
-    Each step
-
-    .. math::
-      \begin{align*}
-        f_t &= \mathrm{clip}\Big(\exp\Big(\frac{c}{2d}\Big(\frac{S}{N} - 1\Big)
-          \Big), 0.1, 10\Big) \quad (\text{v1: no clip}) \\
-        \theta_t &\leftarrow \theta_{t-1} - \eta\, f_t\, a_t .
-      \end{align*}
-
-    The factor depends only on the current path: the rate does not compound.
-    With :math:`c = 0.2, d = 1` it stays in about [0.905, 2.23], so the clip never
-    binds. The original computes the direction twice; here it is computed once,
-    so ``faithful`` changes nothing for this variant.
-"""
-    + _COMMON_SEED
-    + _SEED_ARGS
-    + _SEED_EXAMPLE.format(name="adam_clara_global", lr="9.3800e-04")
-)
-
-adam_clara_local = _adam_clara_seed("local")
-adam_clara_local.__doc__ = (
-    r"""Adam-CLARA seed variant "local": a rate compounded tensor by tensor.
-
-    For each tensor :math:`k` in flatten order, with :math:`D_k` elements:
-
-    .. math::
-      \begin{align*}
-        f_k &= \mathrm{clip}\Big(\exp\Big(\frac{c}{2d}\Big(
-          \frac{\|p^{(k)}_t\|^2}{D_k} - 1\Big)\Big), 0.1, 10\Big)
-          \quad (\text{v1: no clip}) \\
-        \eta &\leftarrow \eta\, f_k, \qquad
-        \theta^{(k)}_t \leftarrow \theta^{(k)}_{t-1} - \eta\, a^{(k)}_t .
-      \end{align*}
-
-    The rate persists, so it compounds over tensors and steps and depends on
-    the tensor order; under noise it decays geometrically, under a constant
-    gradient it overflows. ``faithful=False`` clamps the rate to
-    [0.1, 10] times the base rate after every tensor (a written ``lr`` too).
-"""
-    + _COMMON_SEED
-    + _SEED_ARGS
-    + _SEED_EXAMPLE.format(name="adam_clara_local", lr="8.7985e-04")
-)
-
-adam_clara_smoothed = _adam_clara_seed("smoothed")
-adam_clara_smoothed.__doc__ = (
-    r"""Adam-CLARA seed variant "smoothed": a moving average of path factors.
-
-    Version 2 boosts the path coefficient by 2 and the exponent by 5. For each
-    tensor :math:`k` in flatten order:
-
-    .. math::
-      \begin{align*}
-        p^{(k)} &\leftarrow (1 - c)\, p^{(k)} + 2 \sqrt{c (2 - c)}\, a^{(k)} \\
-        f_k &= \mathrm{clip}\Big(\exp\Big(5\,\frac{c}{2d}\Big(
-          \frac{\|p^{(k)}\|^2}{D_k} - 1\Big)\Big), 0.01, 10\Big) \\
-        \ell &\leftarrow 0.9\, \ell + 0.1\, \eta\, f_k, \qquad
-        \theta^{(k)} \leftarrow \theta^{(k)} - \ell\, a^{(k)} .
-      \end{align*}
-
-    Version 1 has neither boost, clips to [0.5, 2] and normalizes :math:`a` per
-    tensor. The average is stepped once per tensor, so its smoothing depends on
-    the number of tensors. As in the original, with ``adapt=False`` and
-    ``faithful=True`` the parameters never move; ``faithful=False`` then steps
-    with the base rate (plain Adam).
-"""
-    + _COMMON_SEED
-    + _SEED_ARGS
-    + _SEED_EXAMPLE.format(name="adam_clara_smoothed", lr="1.0468e-03")
-)
+        return getattr(clara_seed, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
