@@ -154,12 +154,13 @@ def _stat_terms(g, m, nu, dtype, design):
     return terms
 
 
-def _tree_sums(grads, moms, nus, work, dtype, design, skip_nonfinite, per_tensor):
+def _tree_sums(leaves, dtype, design, skip_nonfinite, per_tensor):
     """The per-leaf sums stacked as (K, T), summed over leaves unless per tensor."""
     num_terms = 3 + design.scale_free + skip_nonfinite
+    per_leaf = zip(leaves.grads, leaves.moms, leaves.nus, leaves.work)
     rows = [
         _leaf_sums(g, m, nu, w, dtype, design, skip_nonfinite)
-        for g, m, nu, w in zip(grads, moms, nus, work)
+        for g, m, nu, w in per_leaf
     ]
     table = jnp.stack(rows) if rows else jnp.zeros([0, num_terms], dtype)
     # Computed once: XLA would else copy the sum over leaves into every
@@ -238,6 +239,195 @@ def _scale_free_leaf_step(g, m, nu, theta, hp, scales, design, work, finite, cou
         step = step + decay
     update = jnp.where(finite, lr.astype(work) * step, 0).astype(g.dtype)
     return update, m_new, nu_new
+
+
+def _init_state(params, controller, heads, hidden_size, per_tensor) -> GaroState:
+    """The state before the first step; ``lr, mom, wd`` from the heads at h = 0."""
+    design = controller.design
+    dtype = numerics.widest_float(numerics.scalar_dtype(params), ctl.default_dtype())
+    theta = _cast(controller, dtype)
+    shape = [len(jax.tree.leaves(params))] if per_tensor else []
+    h = jnp.zeros([*shape, hidden_size], dtype)
+    if design.scale_free:
+        lr0 = jnp.exp(jnp.broadcast_to(theta.log_lr0, shape))
+    else:
+        lr0 = jnp.ones(shape, dtype)
+    lr, mom, wd = heads(theta, h, lr0)
+    zero = lambda: jnp.zeros([], dtype)  # distinct buffers, for donation.
+    scale_free_fields = {}
+    if design.scale_free:
+        lr = lr0  # the rate the first step starts from.
+        scale_free_fields = dict(
+            nu=jax.tree.map(
+                lambda p: jnp.zeros_like(p, dtype=_second_moment_dtype(p.dtype)),
+                params,
+            ),
+            first_moment_scale=jnp.zeros(shape, dtype),
+            loss_first=zero(),
+        )
+    return GaroState(
+        count=jnp.zeros([], jnp.int32),
+        h=h,
+        momentum=optax.tree.zeros_like(params),
+        g_ema=jnp.zeros(shape, dtype),
+        loss_mean=zero(),
+        loss_var=zero(),
+        loss_count=jnp.zeros([], jnp.int32),
+        lr=lr,
+        mom=mom,
+        wd=wd,
+        skipped=jnp.zeros([], jnp.int32),
+        **scale_free_fields,
+    )
+
+
+def _read_loss(value, dtype):
+    """``(loss, finite)``: the loss as a scalar, 0 where it is not finite."""
+    if value is None:
+        return None, jnp.zeros([], bool)
+    loss = jnp.asarray(value).astype(dtype)
+    loss_ok = jnp.isfinite(loss)
+    return jnp.where(loss_ok, loss, 0), loss_ok
+
+
+def _features(theta, sums, sizes, state, loss, loss_ok, design):
+    """The GRU's inputs of the controller's design and the norm(s) ``G``.
+
+    The loss features are 0 for a non-finite loss.
+    """
+    if design.scale_free:
+        history = ctl.LossHistory(
+            state.loss_mean, state.loss_var, state.loss_count, state.loss_first
+        )
+        x, norm = ctl.scale_free_features(
+            ctl.TreeSums(*(sums[..., i] for i in range(4))),
+            size=sizes,
+            g_ema=state.g_ema,
+            count=state.count,
+            loss=loss,
+            history=history,
+            lr_prev=state.lr,
+            log_lr0=theta.log_lr0,
+            first_moment_scale=state.first_moment_scale,
+            b2=design.b2,
+        )
+        loss_columns = (2, 3)
+    else:
+        x, norm = ctl.features(
+            sq_norm=sums[..., 0],
+            dot_gv=sums[..., 1],
+            v_sq_norm=sums[..., 2],
+            g_ema=state.g_ema,
+            count=state.count,
+            loss=loss,
+            loss_mean=state.loss_mean,
+            loss_var=state.loss_var,
+            loss_count=state.loss_count,
+        )
+        loss_columns = (3,)
+    if loss is not None:
+        for column in loss_columns:
+            x = x.at[..., column].set(jnp.where(loss_ok, x[..., column], 0))
+    return x, norm
+
+
+def _with_context(x, theta, h, nonempty):
+    """Per tensor: every leaf's features and the DeepSets context, the mean over
+    (non-empty) leaves of a projection of the previous hidden states."""
+    context = ctl._dot(theta.ctx_w, _mean_over(h, nonempty))
+    context = jnp.broadcast_to(context, (x.shape[0], context.shape[0]))
+    return jnp.concatenate([x, context], axis=-1)
+
+
+class _Leaves(NamedTuple):
+    """A step's per-leaf inputs, in the order of the flattened updates."""
+
+    treedef: jax.tree_util.PyTreeDef
+    grads: list[jax.Array]
+    moms: list[jax.Array]
+    nus: list[jax.Array]  # Adam's second moments; the momenta again (seed).
+    thetas: list[jax.Array] | None  # the params, where weight decay needs them.
+    work: list[jnp.dtype]  # each leaf's compute dtype.
+
+
+def _flatten(updates, state, params, design, dtype) -> _Leaves:
+    grads, treedef = jax.tree.flatten(updates)
+    moms = treedef.flatten_up_to(state.momentum)
+    return _Leaves(
+        treedef=treedef,
+        grads=grads,
+        moms=moms,
+        nus=treedef.flatten_up_to(state.nu) if design.scale_free else moms,
+        thetas=None if params is None else treedef.flatten_up_to(params),
+        work=[numerics.compute_dtype(g.dtype, dtype) for g in grads],
+    )
+
+
+class _Hyperparams(NamedTuple):
+    """What the controller emitted for this step (scalars, or one per leaf)."""
+
+    lr: jax.Array
+    mom: jax.Array
+    wd: jax.Array
+
+
+def _leaf_updates(leaves, hp, state, design, finite, coupled_wd, per_tensor):
+    """Every leaf's ``(update, momentum[, nu])`` and the new first-moment scale."""
+    of_leaf = (lambda x, k: x[k]) if per_tensor else (lambda x, k: x)
+    hp_of = lambda k: _Hyperparams(*(of_leaf(x, k) for x in hp))
+    theta_of = lambda k: None if leaves.thetas is None else leaves.thetas[k]
+    per_leaf = zip(leaves.grads, leaves.moms, leaves.nus, leaves.work)
+    if not design.scale_free:
+        outs = [
+            _seed_leaf_step(g, v, theta_of(k), hp_of(k), w, finite, coupled_wd)
+            for k, (g, v, _, w) in enumerate(per_leaf)
+        ]
+        return outs, None
+    dtype = state.h.dtype
+    first_scale = hp.mom * state.first_moment_scale + (1 - hp.mom)
+    second_scale = 1 - jnp.asarray(design.b2, dtype) ** (state.count + 1).astype(dtype)
+    first_scale, second_scale = xla_cpu.computed_once((first_scale, second_scale))
+    outs = [
+        _scale_free_leaf_step(
+            g,
+            m,
+            nu,
+            theta_of(k),
+            hp_of(k),
+            _AdamScales(of_leaf(first_scale, k), second_scale),
+            design,
+            w,
+            finite,
+            coupled_wd,
+        )
+        for k, (g, m, nu, w) in enumerate(per_leaf)
+    ]
+    return outs, first_scale
+
+
+def _next_scalars(state, h, norm, hp, loss, loss_ok, design) -> GaroState:
+    """The state's scalars after a step that is not skipped (buffers unchanged)."""
+    dtype = state.h.dtype
+    beta_g = jnp.asarray(ctl.G_BETA, dtype)
+    loss_mean, loss_var = state.loss_mean, state.loss_var
+    loss_first = state.loss_first
+    if loss is not None:
+        loss_mean, loss_var = _loss_moments(loss, loss_ok, state)
+        if design.scale_free:
+            first_loss = (state.loss_count == 0) & loss_ok
+            loss_first = jnp.where(first_loss, loss, state.loss_first)
+    return state._replace(
+        count=optax.safe_increment(state.count),
+        h=h,
+        g_ema=beta_g * state.g_ema + (1 - beta_g) * norm,
+        loss_mean=loss_mean,
+        loss_var=loss_var,
+        loss_count=state.loss_count + loss_ok.astype(jnp.int32),
+        lr=hp.lr,
+        mom=hp.mom,
+        wd=hp.wd,
+        loss_first=loss_first,
+    )
 
 
 def scale_by_garo(
@@ -320,94 +510,7 @@ def scale_by_garo(
         )
 
     def init_fn(params):
-        dtype = numerics.widest_float(
-            numerics.scalar_dtype(params), ctl.default_dtype()
-        )
-        theta = _cast(controller, dtype)
-        shape = [len(jax.tree.leaves(params))] if per_tensor else []
-        h = jnp.zeros([*shape, hidden_size], dtype)
-        lr0 = (
-            jnp.exp(jnp.broadcast_to(theta.log_lr0, shape))
-            if design.scale_free
-            else (jnp.ones(shape, dtype))
-        )
-        lr, mom, wd = heads(theta, h, lr0)
-        if design.scale_free:
-            lr = lr0  # the rate the first step starts from.
-        zero = lambda: jnp.zeros([], dtype)  # distinct buffers, for donation.
-        scale_free_fields = {}
-        if design.scale_free:
-            scale_free_fields = dict(
-                nu=jax.tree.map(
-                    lambda p: jnp.zeros_like(p, dtype=_second_moment_dtype(p.dtype)),
-                    params,
-                ),
-                first_moment_scale=jnp.zeros(shape, dtype),
-                loss_first=zero(),
-            )
-        return GaroState(
-            count=jnp.zeros([], jnp.int32),
-            h=h,
-            momentum=optax.tree.zeros_like(params),
-            g_ema=jnp.zeros(shape, dtype),
-            loss_mean=zero(),
-            loss_var=zero(),
-            loss_count=jnp.zeros([], jnp.int32),
-            lr=lr,
-            mom=mom,
-            wd=wd,
-            skipped=jnp.zeros([], jnp.int32),
-            **scale_free_fields,
-        )
-
-    def read_loss(value, dtype):
-        if value is None:
-            return None, jnp.zeros([], bool)
-        loss = jnp.asarray(value).astype(dtype)
-        loss_ok = jnp.isfinite(loss)
-        return jnp.where(loss_ok, loss, 0), loss_ok
-
-    def controller_input(theta, sums, sizes, state, loss, loss_ok, nonempty):
-        if design.scale_free:
-            history = ctl.LossHistory(
-                state.loss_mean, state.loss_var, state.loss_count, state.loss_first
-            )
-            x, norm = ctl.scale_free_features(
-                ctl.TreeSums(*(sums[..., i] for i in range(4))),
-                size=sizes,
-                g_ema=state.g_ema,
-                count=state.count,
-                loss=loss,
-                history=history,
-                lr_prev=state.lr,
-                log_lr0=theta.log_lr0,
-                first_moment_scale=state.first_moment_scale,
-                b2=design.b2,
-            )
-            loss_columns = (2, 3)
-        else:
-            x, norm = ctl.features(
-                sq_norm=sums[..., 0],
-                dot_gv=sums[..., 1],
-                v_sq_norm=sums[..., 2],
-                g_ema=state.g_ema,
-                count=state.count,
-                loss=loss,
-                loss_mean=state.loss_mean,
-                loss_var=state.loss_var,
-                loss_count=state.loss_count,
-            )
-            loss_columns = (3,)
-        if loss is not None:
-            for column in loss_columns:
-                x = x.at[..., column].set(jnp.where(loss_ok, x[..., column], 0))
-        if per_tensor:
-            # The DeepSets context: the mean over leaves of a projection of
-            # the previous hidden states, appended to every leaf's features.
-            context = ctl._dot(theta.ctx_w, _mean_over(state.h, nonempty))
-            context = jnp.broadcast_to(context, (x.shape[0], context.shape[0]))
-            x = jnp.concatenate([x, context], axis=-1)
-        return x, norm
+        return _init_state(params, controller, heads, hidden_size, per_tensor)
 
     def update_fn(updates, state, params=None, *, value=None, **extra_args):
         del extra_args
@@ -415,108 +518,44 @@ def scale_by_garo(
             raise ValueError(NO_PARAMS_MSG)
         dtype = state.h.dtype
         theta = _cast(controller, dtype)
-        grads, treedef = jax.tree.flatten(updates)
-        moms = treedef.flatten_up_to(state.momentum)
-        nus = treedef.flatten_up_to(state.nu) if design.scale_free else moms
-        thetas = treedef.flatten_up_to(params) if params is not None else None
-        thetas = None if wd_off else thetas
-        work = [numerics.compute_dtype(g.dtype, dtype) for g in grads]
-        sizes = jnp.asarray([g.size for g in grads], dtype)
+        leaves = _flatten(updates, state, None if wd_off else params, design, dtype)
+        sizes = jnp.asarray([g.size for g in leaves.grads], dtype)
         # Zero-size leaves get hyperparameters but stay out of the context.
         nonempty = (sizes > 0).astype(dtype)
         sizes = sizes if per_tensor else jnp.sum(sizes)
-        sums = _tree_sums(
-            grads, moms, nus, work, dtype, design, skip_nonfinite, per_tensor
-        )
+        sums = _tree_sums(leaves, dtype, design, skip_nonfinite, per_tensor)
         finite = jnp.ones([], bool)
         if skip_nonfinite:
             finite = jnp.all(jnp.isfinite(sums[..., -1]))
 
-        loss, loss_ok = read_loss(value, dtype)
-        x, norm = controller_input(theta, sums, sizes, state, loss, loss_ok, nonempty)
+        loss, loss_ok = _read_loss(value, dtype)
+        x, norm = _features(theta, sums, sizes, state, loss, loss_ok, design)
+        if per_tensor:
+            x = _with_context(x, theta, state.h, nonempty)
         x = jnp.where(finite, x, jnp.zeros_like(x))
         h = gru(theta, x, state.h)
         lr, mom, wd = heads(theta, state.h if lagged else h, state.lr)
         if wd_off:
             wd = jnp.zeros_like(wd)
         # What every leaf's loop reads, computed once (xla_cpu.computed_once).
-        lr, mom, wd, finite = xla_cpu.computed_once((lr, mom, wd, finite))
-
-        hp_of = (
-            (lambda k: (lr[k], mom[k], wd[k]))
-            if per_tensor
-            else (lambda k: (lr, mom, wd))
+        hp = xla_cpu.computed_once(_Hyperparams(lr, mom, wd))
+        finite = xla_cpu.computed_once(finite)
+        outs, first_scale = _leaf_updates(
+            leaves, hp, state, design, finite, coupled_wd, per_tensor
         )
-        theta_of = (lambda k: None) if thetas is None else (lambda k: thetas[k])
+        candidate = _next_scalars(state, h, norm, hp, loss, loss_ok, design)
         if design.scale_free:
-            first_scale = mom * state.first_moment_scale + (1 - mom)
-            second_scale = 1 - jnp.asarray(design.b2, dtype) ** (
-                state.count + 1
-            ).astype(dtype)
-            first_scale, second_scale = xla_cpu.computed_once(
-                (first_scale, second_scale)
-            )
-            scales_of = (
-                (lambda k: _AdamScales(first_scale[k], second_scale))
-                if per_tensor
-                else (lambda k: _AdamScales(first_scale, second_scale))
-            )
-            outs = [
-                _scale_free_leaf_step(
-                    g,
-                    m,
-                    nu,
-                    theta_of(k),
-                    hp_of(k),
-                    scales_of(k),
-                    design,
-                    w,
-                    finite,
-                    coupled_wd,
-                )
-                for k, (g, m, nu, w) in enumerate(zip(grads, moms, nus, work))
-            ]
-        else:
-            outs = [
-                _seed_leaf_step(g, v, theta_of(k), hp_of(k), w, finite, coupled_wd)
-                for k, (g, v, w) in enumerate(zip(grads, moms, work))
-            ]
-        new_updates = treedef.unflatten([o[0] for o in outs])
-        new_moms = treedef.unflatten([o[1] for o in outs])
-
-        beta_g = jnp.asarray(ctl.G_BETA, dtype)
-        loss_mean, loss_var = state.loss_mean, state.loss_var
-        if loss is not None:
-            loss_mean, loss_var = _loss_moments(loss, loss_ok, state)
-        loss_count = state.loss_count + loss_ok.astype(jnp.int32)
-        candidate = state._replace(
-            count=optax.safe_increment(state.count),
-            h=h,
-            g_ema=beta_g * state.g_ema + (1 - beta_g) * norm,
-            loss_mean=loss_mean,
-            loss_var=loss_var,
-            loss_count=loss_count,
-            lr=lr,
-            mom=mom,
-            wd=wd,
-        )
-        if design.scale_free:
-            first_loss = (state.loss_count == 0) & loss_ok
-            candidate = candidate._replace(
-                first_moment_scale=first_scale,
-                loss_first=jnp.where(first_loss, loss, state.loss_first)
-                if loss is not None
-                else state.loss_first,
-            )
+            candidate = candidate._replace(first_moment_scale=first_scale)
         # The buffers already keep their old values on a skipped step.
         scalars = lambda s: s._replace(momentum=None, nu=None)
         new_state = optax.tree.where(finite, scalars(candidate), scalars(state))
+        unflatten = lambda i: leaves.treedef.unflatten([o[i] for o in outs])
         new_state = new_state._replace(
-            momentum=new_moms,
-            nu=treedef.unflatten([o[2] for o in outs]) if design.scale_free else None,
+            momentum=unflatten(1),
+            nu=unflatten(2) if design.scale_free else None,
             skipped=state.skipped + (~finite).astype(jnp.int32),
         )
-        return new_updates, new_state
+        return unflatten(0), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
