@@ -139,3 +139,32 @@ def test_figures_stand_in_for_pyplot():
     fig, axes = plt.subplots(2, 3, figsize=(3, 2), squeeze=False, sharey="row")
     assert axes.shape == (2, 3) and type(fig).__name__ == "Figure"
     plt.close(fig)
+
+
+def test_shipped_summary_recomputed_from_the_shipped_bench_json():
+    """docs/bench/summary.json (the README's table) from docs/bench/bench.json,
+    by a few independent lines."""
+    import json
+    import pathlib
+
+    docs = pathlib.Path(__file__).parent.parent / "docs" / "bench"
+    results = json.loads((docs / "bench.json").read_text())["results"]
+    summary = json.loads((docs / "summary.json").read_text())["rows"]
+    final = {}
+    for r in results:
+        loss = math.inf if r["diverged"] else r["final_loss_mean"]
+        final.setdefault(r["task"], {})[r["optimizer"]] = (loss, r["run_s"])
+    for row in summary:
+        name = row["optimizer"]
+        ratios, times = [], []
+        for runs in final.values():
+            best = min(loss for loss, _ in runs.values())
+            ratios.append(runs[name][0] / best)
+            times.append(runs[name][1] / runs["adam"][1])
+        assert row["median_ratio"] == pytest.approx(float(np.median(ratios)))
+        assert row["within_10pct"] == sum(r <= 1.1 for r in ratios)
+        assert row["wins"] == sum(r == 1.0 for r in ratios)
+        assert row["diverged"] == sum(math.isinf(r) for r in ratios)
+        assert row["time_vs_adam"] == pytest.approx(float(np.median(times)))
+    medians = [row["median_ratio"] for row in summary]
+    assert medians == sorted(medians) and len(summary) == 33
