@@ -11,7 +11,14 @@ import pytest
 
 import garo_optax
 from garo_optax._src import controller as ctl
-from garo_optax._src.garo import _leaf_sums, sampled_rows
+from garo_optax._src import garo as garo_module
+from garo_optax._src.garo import (
+    _leaf_sums,
+    _Leaves,
+    _tiny_leaf_groups,
+    _tree_sums,
+    sampled_rows,
+)
 
 MAX_CHANGE = ctl.SCALE_FREE_DESIGN.max_lr_change
 
@@ -345,3 +352,28 @@ def test_nonfinite_outside_the_sample_skips_the_step(bad):
     before = jax.tree.leaves(state[0]._replace(skipped=None))
     for a, b in zip(jax.tree.leaves(after[0]._replace(skipped=None)), before):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("scale_free", [True, False])
+def test_tiny_leaves_share_one_reduction_with_the_same_sums(monkeypatch, scale_free):
+    """Global mode concatenates leaves under 4,096 elements (per dtype) for one
+    statistics reduction: the sums equal one reduction per leaf up to rounding,
+    mixed dtypes included, and a NaN in a tiny leaf still shows."""
+    key = iter(jax.random.split(jax.random.key(1), 12))
+    shapes = [(3, 5), (7,), (), (64, 64), (2, 3, 4)]
+    dtypes = [jnp.float32, jnp.bfloat16, jnp.float32, jnp.float32, jnp.bfloat16]
+    grads = [jax.random.normal(next(key), s).astype(d) for s, d in zip(shapes, dtypes)]
+    moms = [jax.random.normal(next(key), s).astype(d) for s, d in zip(shapes, dtypes)]
+    nus = [jnp.abs(g.astype(jnp.float32)) + 0.5 for g in grads]
+    design = dataclasses.replace(ctl.SCALE_FREE_DESIGN, scale_free=scale_free)
+    leaves = _Leaves(None, grads, moms, nus, None, [jnp.float32] * len(grads))
+    sums = lambda ls: _tree_sums(ls, jnp.float32, design, True, False)
+    assert [
+        len(g) for g in _tiny_leaf_groups(list(zip(grads, moms, nus, leaves.work)))
+    ] == [2, 2]
+    shared = sums(leaves)
+    monkeypatch.setattr(garo_module, "_TINY_LEAF", 0)
+    np.testing.assert_allclose(shared, sums(leaves), rtol=1e-6)
+    monkeypatch.undo()
+    bad = leaves._replace(grads=[grads[0].at[1, 2].set(jnp.nan), *grads[1:]])
+    assert np.isnan(sums(bad)[-1])
