@@ -15,10 +15,10 @@ from garo_optax._src.clara_seed import adam_clara_local as adam_clara_local
 from garo_optax._src.clara_seed import adam_clara_smoothed as adam_clara_smoothed
 from garo_optax._src.controller import GaroController as GaroController
 from garo_optax._src.controller import init_controller as init_controller
-from garo_optax._src.garo import GaroState as GaroState
+from garo_optax._src.garo import ScaleByGaroState as ScaleByGaroState
 from garo_optax._src.garo import garo as garo
-from garo_optax._src.garo import hyperparams as hyperparams
 from garo_optax._src.garo import scale_by_garo as scale_by_garo
+from garo_optax._src.hyperparams import hyperparams as hyperparams
 from garo_optax._src.lowpass import FilterResponse as FilterResponse
 from garo_optax._src.lowpass import QuadraticStability as QuadraticStability
 from garo_optax._src.lowpass import lowpass_response as lowpass_response
@@ -33,15 +33,33 @@ from garo_optax._src.schedules import window_schedule as window_schedule
 
 __version__ = "0.1.0"
 
+_DEPRECATED = {"GaroState": ("ScaleByGaroState", ScaleByGaroState)}
+
+
+def __getattr__(name):
+    # Old names keep working, with a DeprecationWarning naming the new one.
+    if name in _DEPRECATED:
+        import warnings
+
+        new_name, value = _DEPRECATED[name]
+        warnings.warn(
+            f"garo_optax.{name} is deprecated: use garo_optax.{new_name}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return value
+    raise AttributeError(f"module 'garo_optax' has no attribute {name!r}")
+
+
 __all__ = (
     "FilterResponse",
     "GaroController",
-    "GaroState",
     "LRFinderResult",
     "QuadraticStability",
     "ScaleByAdamClaraState",
     "ScaleByAutoSgmState",
     "ScaleByClaraState",
+    "ScaleByGaroState",
     "adam_clara",
     "adam_clara_global",
     "adam_clara_local",

@@ -122,7 +122,7 @@ def equal(a, b) -> bool:
 
 
 def _garo_state(state):
-    is_garo = lambda x: isinstance(x, garo_optax.GaroState)
+    is_garo = lambda x: isinstance(x, garo_optax.ScaleByGaroState)
     return next(x for x in jax.tree.leaves(state, is_leaf=is_garo) if is_garo(x))
 
 

@@ -216,13 +216,15 @@ def test_hyperparams_found_anywhere(key, wrap):
     hp = garo_optax.hyperparams(state)
     assert sorted(hp) == ["lr", "mom", "wd"]
     garo_state = jax.tree.leaves(
-        state, is_leaf=lambda x: isinstance(x, garo_optax.GaroState)
+        state, is_leaf=lambda x: isinstance(x, garo_optax.ScaleByGaroState)
     )
-    garo_state = [s for s in garo_state if isinstance(s, garo_optax.GaroState)][0]
+    garo_state = [s for s in garo_state if isinstance(s, garo_optax.ScaleByGaroState)][
+        0
+    ]
     assert garo_state.count == 1
     for name in hp:
         assert hp[name] == getattr(garo_state, name)
-    with pytest.raises(ValueError, match="exactly one GaroState"):
+    with pytest.raises(ValueError, match="exactly one state"):
         garo_optax.hyperparams(optax.sgd(0.1).init(params))
 
 
@@ -491,8 +493,8 @@ def _mlp(params, x):
     return hidden @ second["w"] + second["b"][None]
 
 
-def _garo_state(opt_state) -> garo_optax.GaroState:
-    is_garo = lambda x: isinstance(x, garo_optax.GaroState)
+def _garo_state(opt_state) -> garo_optax.ScaleByGaroState:
+    is_garo = lambda x: isinstance(x, garo_optax.ScaleByGaroState)
     (found,) = [x for x in jax.tree.leaves(opt_state, is_leaf=is_garo) if is_garo(x)]
     return found
 

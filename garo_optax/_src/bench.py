@@ -53,6 +53,7 @@ import optax
 from garo_optax._src import autosgm as autosgm_lib
 from garo_optax._src import clara as clara_lib
 from garo_optax._src import garo as garo_lib
+from garo_optax._src import hyperparams as hyperparams_lib
 from garo_optax._src import peers as peers_lib
 from garo_optax._src import pretrained as pretrained_lib
 from garo_optax._src import schedules
@@ -111,7 +112,7 @@ def _lr_probe(opt_state):
 
 
 def _garo_probe(opt_state):
-    h = garo_lib.hyperparams(opt_state)
+    h = hyperparams_lib.hyperparams(opt_state)
     return tuple(jnp.mean(h[k]).astype(jnp.float32) for k in ("lr", "mom", "wd"))
 
 

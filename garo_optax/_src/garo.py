@@ -34,7 +34,7 @@ NO_PARAMS_MSG = (
 )
 
 
-class GaroState(NamedTuple):
+class ScaleByGaroState(NamedTuple):
     """State of :func:`scale_by_garo`: hidden state, moments, statistics, hparams.
 
     ``lr``, ``mom`` and ``wd`` are what the controller emitted and the last step
@@ -205,7 +205,7 @@ def _concatenated(per_leaf, group):
     return g, m, nu, per_leaf[group[0]][3]
 
 
-def _loss_moments(loss, loss_ok, state: GaroState):
+def _loss_moments(loss, loss_ok, state: ScaleByGaroState):
     """The loss EMAs after this step's loss (unchanged for a non-finite one)."""
     dtype = state.loss_mean.dtype
     beta = jnp.asarray(ctl.LOSS_BETA, dtype)
@@ -278,7 +278,7 @@ def _scale_free_leaf_step(g, m, nu, theta, hp, scales, design, work, finite, cou
     return update, m_new, nu_new
 
 
-def _init_state(params, controller, heads, hidden_size, per_tensor) -> GaroState:
+def _init_state(params, controller, heads, hidden_size, per_tensor) -> ScaleByGaroState:
     """The state before the first step; ``lr, mom, wd`` from the heads at h = 0."""
     design = controller.design
     dtype = numerics.widest_float(numerics.scalar_dtype(params), ctl.default_dtype())
@@ -302,7 +302,7 @@ def _init_state(params, controller, heads, hidden_size, per_tensor) -> GaroState
             first_moment_scale=jnp.zeros(shape, dtype),
             loss_first=zero(),
         )
-    return GaroState(
+    return ScaleByGaroState(
         count=jnp.zeros([], jnp.int32),
         h=h,
         momentum=optax.tree.zeros_like(params),
@@ -442,7 +442,7 @@ def _leaf_updates(leaves, hp, state, design, finite, coupled_wd, per_tensor):
     return outs, first_scale
 
 
-def _next_scalars(state, h, norm, hp, loss, loss_ok, design) -> GaroState:
+def _next_scalars(state, h, norm, hp, loss, loss_ok, design) -> ScaleByGaroState:
     """The state's scalars after a step that is not skipped (buffers unchanged)."""
     dtype = state.h.dtype
     beta_g = jnp.asarray(ctl.G_BETA, dtype)
@@ -752,34 +752,3 @@ def garo(
         ),
         optax.scale_by_learning_rate(1.0),
     )
-
-
-def hyperparams(opt_state) -> dict[str, jax.Array]:
-    """The ``lr``, ``mom`` and ``wd`` GARO used at its last step.
-
-    Finds the :class:`GaroState` anywhere inside the state of ``optax.chain``,
-    ``optax.named_chain``, ``optax.masked``, ``optax.MultiSteps`` or
-    ``optax.inject_hyperparams``.
-
-    Args:
-      opt_state: an optimizer state containing exactly one :class:`GaroState`.
-
-    Returns:
-      A dict with keys ``"lr"``, ``"mom"`` and ``"wd"``.
-
-    Examples:
-      >>> import jax.numpy as jnp, optax
-      >>> import garo_optax
-      >>> tx = optax.chain(optax.clip(1.0), garo_optax.garo())
-      >>> state = tx.init({"w": jnp.zeros(2)})
-      >>> print(f"{float(garo_optax.hyperparams(state)['lr']):.3f}")
-      0.010
-    """
-    is_garo = lambda x: isinstance(x, GaroState)
-    found = [x for x in jax.tree.leaves(opt_state, is_leaf=is_garo) if is_garo(x)]
-    if len(found) != 1:
-        raise ValueError(
-            f"expected exactly one GaroState in the optimizer state, found {len(found)}"
-        )
-    state = found[0]
-    return {"lr": state.lr, "mom": state.mom, "wd": state.wd}
