@@ -329,3 +329,21 @@ def test_summary_counts_equal_a_count_from_the_curves(monkeypatch):
     table = _evaluate.format_summary(summary)
     assert "one good default" in table and "polyak_sgd" in table
     json.dumps(summary)  # plain ints and floats
+
+
+def test_family_plot_keeps_the_axis_of_the_finite_runs(tmp_path):
+    """A diverged run neither stretches the y-axis nor goes unmarked."""
+    steps = np.arange(1, 51)
+    good = _evaluate.Curve(1.0 / steps, 0.02, np.nan, 0.1)
+    blown = np.geomspace(1.0, 1e30, 50)
+    blown[30:] = np.inf
+    bad = _evaluate.Curve(blown, np.inf, np.nan, 1.0)
+    fig = _evaluate.family_figure("f", {"adam": good, "sgd_swept": bad})
+    ax = fig.axes[0]
+    low, high = ax.get_ylim()
+    assert high == pytest.approx(3.0) and low == pytest.approx(0.8 * 0.02)
+    markers = [line for line in ax.lines if line.get_marker() == "x"]
+    assert len(markers) == 1  # sgd left the axis at step 2 (1.0 * 1e30**(1/49) > 3)
+    assert markers[0].get_xdata()[0] == 2 and markers[0].get_ydata()[0] == high
+    _evaluate.plot_family(tmp_path / "f.png", "f", {"adam": good, "sgd_swept": bad})
+    assert (tmp_path / "f.png").stat().st_size > 1000

@@ -231,15 +231,3 @@ def as_schedule(
     if callable(learning_rate):
         return learning_rate
     return lambda count: learning_rate
-
-
-def num_nonempty_leaves(tree) -> int:
-    """Number of leaves with at least one element (a static Python int).
-
-    Args:
-      tree: a pytree of arrays; `None` and `optax.MaskedNode` are not leaves.
-
-    Returns:
-      The count, known at trace time.
-    """
-    return sum(1 for leaf in jax.tree.leaves(tree) if leaf.size > 0)

@@ -12,7 +12,6 @@ Controllers alone (the result of meta-training) are small ``.npz`` files;
 :func:`garo_optax.pretrained` loads the ones shipped in the package.
 """
 
-import json
 import pathlib
 from typing import Any
 
@@ -226,16 +225,3 @@ def load_controller(path) -> ctl.GaroController:
       x64).
     """
     return pretrained.read_controller(path)
-
-
-def controller_metadata(path) -> dict:
-    """The JSON metadata stored next to a shipped controller (``.json``).
-
-    Args:
-      path: the ``.npz`` file.
-
-    Returns:
-      The dict, or ``{}`` when there is no metadata file.
-    """
-    meta = pathlib.Path(path).with_suffix(".json")
-    return json.loads(meta.read_text()) if meta.exists() else {}

@@ -396,6 +396,10 @@ def format_table(family: str, rows: list[dict]) -> str:
 def plot_family(path, family: str, results: dict[str, Curve]) -> None:
     """Writes the task-averaged loss curves of one family as a PNG.
 
+    The y-limits come from the curves that stay finite, so that a diverged
+    run does not stretch the axis; it ends in an ``x`` where it stopped being
+    finite (at the top edge if it left the limits first).
+
     Args:
       path: the PNG file.
       family: the title.
@@ -404,23 +408,35 @@ def plot_family(path, family: str, results: dict[str, Curve]) -> None:
     Returns:
       None.
     """
-    import matplotlib
+    family_figure(family, results).savefig(path, dpi=110)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, curve in results.items():
+def family_figure(family: str, results: dict[str, Curve]):
+    """The figure of :func:`plot_family` (a ``matplotlib.figure.Figure``)."""
+    from matplotlib.figure import Figure  # no pyplot: the user's backend stays
+
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    curves = {n: np.asarray(c.losses, float) for n, c in results.items()}
+    kept = [c[c > 0] for c in curves.values() if np.all(np.isfinite(c))]
+    kept = [c for c in kept if c.size] or [np.ones(1)]
+    top = 3.0 * max(float(c[0]) for c in kept)
+    bottom = 0.8 * min(float(np.min(c)) for c in kept)
+    for name, losses in curves.items():
         style = "-" if name.startswith("garo") else "--" if "swept" in name else ":"
-        ax.plot(np.arange(1, len(curve.losses) + 1), curve.losses, style, label=name)
+        steps = np.arange(1, len(losses) + 1)
+        (line,) = ax.plot(steps, np.minimum(losses, top), style, label=name)
+        bad = np.flatnonzero(~np.isfinite(losses) | (losses > top))
+        if bad.size:
+            ax.plot(steps[bad[0]], top, "x", color=line.get_color(), clip_on=False)
     ax.set_yscale("log")
+    ax.set_ylim(bottom, top)
     ax.set_xlabel("step")
     ax.set_ylabel("training loss (mean over tasks)")
-    ax.set_title(family)
+    ax.set_title(f"{family} (x: a run that diverged or left the axis)")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def within(loss: float, best: float, tolerance: float = TOLERANCE) -> bool:
