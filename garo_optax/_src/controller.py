@@ -365,7 +365,10 @@ def weight_decay_is_off(controller: GaroController) -> bool:
     return bool(np.isneginf(np.asarray(bias)[2]))
 
 
-def _dot(a, b):
+def matvec(a, b):
+    """``a @ b`` at full float32 precision (the controller's every product:
+    TPU and GPU default to bfloat16 passes, which would make the emitted rates
+    depend on the backend)."""
     return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
@@ -388,8 +391,8 @@ def gru_cell(controller: GaroController, x: jax.Array, h: jax.Array) -> jax.Arra
     Returns:
       The new hidden state, shape (H,).
     """
-    gi = _dot(controller.w_ih, x) + controller.b_ih
-    gh = _dot(controller.w_hh, h) + controller.b_hh
+    gi = matvec(controller.w_ih, x) + controller.b_ih
+    gh = matvec(controller.w_hh, h) + controller.b_hh
     i_r, i_z, i_n = jnp.split(gi, 3)
     h_r, h_z, h_n = jnp.split(gh, 3)
     r = jax.nn.sigmoid(i_r + h_r)
@@ -411,7 +414,7 @@ def heads(
     Returns:
       Three scalars: ``softplus``, ``tanh`` and ``softplus`` of the head rows.
     """
-    raw = _dot(controller.head_w, h) + controller.head_b
+    raw = matvec(controller.head_w, h) + controller.head_b
     lr = jax.nn.softplus(raw[0])
     mom = jnp.tanh(raw[1])
     if momentum_nonneg:
@@ -543,7 +546,7 @@ def scale_free_heads(
       Three scalars ``(lr, mom, wd)``.
     """
     design = controller.design
-    raw = _dot(controller.head_w, h) + controller.head_b
+    raw = matvec(controller.head_w, h) + controller.head_b
     log_step = math.log(design.max_lr_change) * jnp.tanh(raw[0])
     log_lr = jnp.clip(
         jnp.log(lr_prev) + log_step, math.log(design.min_lr), math.log(design.max_lr)

@@ -371,7 +371,7 @@ def _features(theta, sums, sizes, state, loss, loss_ok, design):
 def _with_context(x, theta, h, nonempty):
     """Per tensor: every leaf's features and the DeepSets context, the mean over
     (non-empty) leaves of a projection of the previous hidden states."""
-    context = ctl._dot(theta.ctx_w, _mean_over(h, nonempty))
+    context = ctl.matvec(theta.ctx_w, _mean_over(h, nonempty))
     context = jnp.broadcast_to(context, (x.shape[0], context.shape[0]))
     return jnp.concatenate([x, context], axis=-1)
 
