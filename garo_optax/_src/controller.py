@@ -366,9 +366,9 @@ def weight_decay_is_off(controller: GaroController) -> bool:
 
 
 def matvec(a, b):
-    """``a @ b`` at full float32 precision (the controller's every product:
-    TPU and GPU default to bfloat16 passes, which would make the emitted rates
-    depend on the backend)."""
+    """``a @ b`` at full float32 precision, for every product of the controller:
+    the default precision is lower on TPUs (bfloat16 passes) and on GPUs that
+    use TF32, which would make the emitted rates depend on the backend."""
     return jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST)
 
 
