@@ -17,7 +17,7 @@ import numpy as np
 import optax
 import pytest
 
-from garo_optax.meta import _families
+from garo_optax.tasks import _families
 
 # Compiling dominates these tests; see the root conftest.py.
 pytestmark = pytest.mark.usefixtures("fast_compile")

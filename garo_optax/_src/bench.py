@@ -1,6 +1,6 @@
 """The quality suite of ``garo-optax bench``: tasks x optimizers x seeds.
 
-Every run trains one fixed task (a configuration of a :mod:`garo_optax.meta`
+Every run trains one fixed task (a configuration of a :mod:`garo_optax.tasks`
 family drawn once from a fixed key, or set outright) from ``len(seeds)``
 initializations with their own mini-batch streams, all seeds at once
 (``jax.vmap``), for a fixed number of steps inside one jitted ``lax.scan``. The
@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from garo_optax import tasks as tasks_lib
 from garo_optax._src import autosgm as autosgm_lib
 from garo_optax._src import clara as clara_lib
 from garo_optax._src import garo as garo_lib
@@ -294,7 +295,7 @@ OPTIMIZERS: dict[str, OptimizerSpec] = _registry()
 
 @dataclasses.dataclass(frozen=True)
 class BenchTask:
-    """A fixed training problem built from a :mod:`garo_optax.meta` family.
+    """A fixed training problem built from a :mod:`garo_optax.tasks` family.
 
     Attributes:
       name: the task's name.
@@ -317,7 +318,7 @@ class BenchTask:
     fast_compile: bool = True
 
     def build(self):
-        """The task's :class:`~garo_optax.meta.Task` (its config fixed)."""
+        """The task's :class:`~garo_optax.tasks.Task` (its config fixed)."""
         return _build_task(self)
 
 
@@ -358,10 +359,8 @@ def _quadratic_config(family, key):
 
 
 def _family(name: str, **kwargs):
-    def make():
-        from garo_optax.meta import _families  # the data needs the meta extra
-
-        return _families.FAMILIES[name](**kwargs)
+    def make():  # called when the task is built: the data needs the meta extra
+        return tasks_lib.FAMILIES[name](**kwargs)
 
     make.__qualname__ = f"{name}_family"
     return make
@@ -485,7 +484,7 @@ def make_run(task, build: Factory, num_steps: int, probe=None, eval_params=None)
     """The jitted ``run(keys, hyperparams) -> Run`` of one task and optimizer.
 
     Args:
-      task: a :class:`~garo_optax.meta.Task`.
+      task: a :class:`~garo_optax.tasks.Task`.
       build: ``build(hyperparams, num_steps) -> optimizer``; for the registry's
         entries ``hyperparams`` is the learning rate.
       num_steps: training steps.

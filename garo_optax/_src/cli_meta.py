@@ -179,16 +179,17 @@ def meta_eval_command(args: argparse.Namespace) -> int:
     Returns:
       The exit code.
     """
-    from garo_optax.meta import _evaluate, _families, _train
+    from garo_optax import tasks as tasks_lib
+    from garo_optax.meta import _evaluate, _train
 
     if args.steps is not None and args.steps < 1:
         raise ValueError(f"--steps must be >= 1, got {args.steps}")
     if args.tasks < 1:
         raise ValueError(f"--tasks must be >= 1, got {args.tasks}")
     peers, scales = _eval_selection(args)
-    names = args.families or list(_families.HELD_OUT_FAMILIES)
+    names = args.families or list(tasks_lib.HELD_OUT_FAMILIES)
     for name in names:
-        _families.get_family(name)  # an unknown name fails before any run
+        tasks_lib.get_family(name)  # an unknown name fails before any run
     controller, config = _load_eval_controller(args.controller)
     controllers = {
         "garo_trained": controller,

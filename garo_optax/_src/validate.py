@@ -132,3 +132,31 @@ def check_integer(name: str, value: Any, low: int) -> None:
         or value < low
     ):
         raise ValueError(f"{name} must be an integer in [{low}, inf), got {value!r}")
+
+
+def check_range(name: str, value: Any) -> tuple[float, float]:
+    """Checks a range ``(low, high)`` of positive numbers, finite in float32.
+
+    Args:
+      name: the argument's name, quoted in the message.
+      value: the argument: a tuple or list of two Python numbers (not bools).
+
+    Returns:
+      ``(low, high)`` as Python floats.
+
+    Raises:
+      ValueError: unless ``0 < low <= high`` and both are finite in float32.
+    """
+    ok = (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and all(_is_concrete_number(v) for v in value)
+    )
+    if not ok:
+        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}")
+    low, high = (float(v) for v in value)
+    check_positive(f"{name}[0]", low)
+    check_positive(f"{name}[1]", high)
+    if low > high:
+        raise ValueError(f"{name} must have low <= high, got {value!r}")
+    return low, high

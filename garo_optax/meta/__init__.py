@@ -1,44 +1,22 @@
 """garo_optax.meta: meta-training the GARO controller by unrolled training.
 
-Tasks are tuples of pure functions (:class:`Task`); task families sample
+:func:`unroll`, :func:`truncated_step`, :func:`full_meta_gradient` and
+:func:`make_meta_train` turn inner training into meta-gradients with respect to
+a :class:`garo_optax.GaroController`; :class:`Checkpointer` saves and resumes
+meta-training runs.
+
+The inner problems live in :mod:`garo_optax.tasks` and are re-exported here:
+tasks are tuples of pure functions (:class:`Task`); task families sample
 populations of them that share one computation graph (:class:`TaskFamily`,
 built-in ones in :data:`FAMILIES`, split into :data:`META_TRAIN_FAMILIES`,
 the training-only :data:`EXTRA_TRAIN_FAMILIES` and :data:`HELD_OUT_FAMILIES`;
 :func:`augmented` and :func:`rescaled` randomise or fix their loss and
-parameter scales). :func:`unroll`, :func:`truncated_step`,
-:func:`full_meta_gradient` and :func:`make_meta_train` turn inner training into
-meta-gradients with respect to a :class:`garo_optax.GaroController`;
-:class:`Checkpointer` saves and resumes meta-training runs.
+parameter scales).
 """
 
-from garo_optax.meta._augment import augmented as augmented
-from garo_optax.meta._augment import rescaled as rescaled
 from garo_optax.meta._checkpoint import Checkpointer as Checkpointer
 from garo_optax.meta._checkpoint import load_controller as load_controller
 from garo_optax.meta._checkpoint import save_controller as save_controller
-from garo_optax.meta._families import EXTRA_TRAIN_FAMILIES as EXTRA_TRAIN_FAMILIES
-from garo_optax.meta._families import FAMILIES as FAMILIES
-from garo_optax.meta._families import HELD_OUT_FAMILIES as HELD_OUT_FAMILIES
-from garo_optax.meta._families import META_TRAIN_FAMILIES as META_TRAIN_FAMILIES
-from garo_optax.meta._families import char_transformer_family as char_transformer_family
-from garo_optax.meta._families import cnn_digits_family as cnn_digits_family
-from garo_optax.meta._families import get_family as get_family
-from garo_optax.meta._families import logistic_family as logistic_family
-from garo_optax.meta._families import mlp_digits_family as mlp_digits_family
-from garo_optax.meta._families import mnist1d_cnn_family as mnist1d_cnn_family
-from garo_optax.meta._families import mnist1d_mlp_family as mnist1d_mlp_family
-from garo_optax.meta._families import noisy_quadratic_family as noisy_quadratic_family
-from garo_optax.meta._families import quadratic_family as quadratic_family
-from garo_optax.meta._families import rosenbrock_family as rosenbrock_family
-from garo_optax.meta._families_extra import (
-    autoencoder_digits_family as autoencoder_digits_family,
-)
-from garo_optax.meta._families_extra import (
-    mlp_breast_cancer_family as mlp_breast_cancer_family,
-)
-from garo_optax.meta._families_extra import rnn_sequence_family as rnn_sequence_family
-from garo_optax.meta._tasks import Task as Task
-from garo_optax.meta._tasks import TaskFamily as TaskFamily
 from garo_optax.meta._train import InnerState as InnerState
 from garo_optax.meta._train import MetaConfig as MetaConfig
 from garo_optax.meta._train import MetaState as MetaState
@@ -57,6 +35,27 @@ from garo_optax.meta._train import resolve_family as resolve_family
 from garo_optax.meta._train import truncated_init as truncated_init
 from garo_optax.meta._train import truncated_step as truncated_step
 from garo_optax.meta._train import unroll as unroll
+from garo_optax.tasks import EXTRA_TRAIN_FAMILIES as EXTRA_TRAIN_FAMILIES
+from garo_optax.tasks import FAMILIES as FAMILIES
+from garo_optax.tasks import HELD_OUT_FAMILIES as HELD_OUT_FAMILIES
+from garo_optax.tasks import META_TRAIN_FAMILIES as META_TRAIN_FAMILIES
+from garo_optax.tasks import Task as Task
+from garo_optax.tasks import TaskFamily as TaskFamily
+from garo_optax.tasks import augmented as augmented
+from garo_optax.tasks import autoencoder_digits_family as autoencoder_digits_family
+from garo_optax.tasks import char_transformer_family as char_transformer_family
+from garo_optax.tasks import cnn_digits_family as cnn_digits_family
+from garo_optax.tasks import get_family as get_family
+from garo_optax.tasks import logistic_family as logistic_family
+from garo_optax.tasks import mlp_breast_cancer_family as mlp_breast_cancer_family
+from garo_optax.tasks import mlp_digits_family as mlp_digits_family
+from garo_optax.tasks import mnist1d_cnn_family as mnist1d_cnn_family
+from garo_optax.tasks import mnist1d_mlp_family as mnist1d_mlp_family
+from garo_optax.tasks import noisy_quadratic_family as noisy_quadratic_family
+from garo_optax.tasks import quadratic_family as quadratic_family
+from garo_optax.tasks import rescaled as rescaled
+from garo_optax.tasks import rnn_sequence_family as rnn_sequence_family
+from garo_optax.tasks import rosenbrock_family as rosenbrock_family
 
 __all__ = (
     "Checkpointer",

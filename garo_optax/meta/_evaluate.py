@@ -47,10 +47,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from garo_optax import tasks as tasks_lib
 from garo_optax._src import controller as ctl
 from garo_optax._src import garo as garo_lib
 from garo_optax._src import peers as peers_lib
-from garo_optax.meta import _families, _tasks, _train
+from garo_optax.meta import _train
 
 
 def _sgd(lr, theta):
@@ -100,7 +101,7 @@ class Curve(NamedTuple):
     sweep: tuple[tuple[float, float], ...] = ()
 
 
-def _train_steps(task: _tasks.Task, opt, state: _train.InnerState, num_steps, at):
+def _train_steps(task: tasks_lib.Task, opt, state: _train.InnerState, num_steps, at):
     """``num_steps`` steps of one run: (state, the reported loss of each step).
 
     ``at(opt_state, params)`` gives the parameters whose loss is reported
@@ -125,7 +126,9 @@ def _train_steps(task: _tasks.Task, opt, state: _train.InnerState, num_steps, at
 
 
 @functools.lru_cache(maxsize=64)
-def _runner(tx_fn, family: _tasks.TaskFamily, num_tasks: int, num_steps: int, at=None):
+def _runner(
+    tx_fn, family: tasks_lib.TaskFamily, num_tasks: int, num_steps: int, at=None
+):
     """The jitted ``run(key, learning_rate, controller) -> (losses, eval)``.
 
     Cached, so that every learning rate of a sweep and every controller share
@@ -153,7 +156,7 @@ def _runner(tx_fn, family: _tasks.TaskFamily, num_tasks: int, num_steps: int, at
 
 def run_optimizer(
     tx_fn: Callable,
-    family: _tasks.TaskFamily,
+    family: tasks_lib.TaskFamily,
     *,
     num_tasks: int,
     num_steps: int,
@@ -217,7 +220,7 @@ def steps_to_threshold(losses: np.ndarray, threshold: float) -> int | None:
 
 def evaluate_family(
     controllers: dict[str, ctl.GaroController],
-    family: _tasks.TaskFamily,
+    family: tasks_lib.TaskFamily,
     *,
     num_tasks: int = 4,
     num_steps: int = 1000,
@@ -296,7 +299,7 @@ def scaled_name(name: str, scale: float) -> str:
     return name if scale == 1.0 else f"{name}@loss{scale_label(scale)}"
 
 
-def scale_loss(family: _tasks.TaskFamily, scale: float) -> _tasks.TaskFamily:
+def scale_loss(family: tasks_lib.TaskFamily, scale: float) -> tasks_lib.TaskFamily:
     """``family`` with its training and held-out losses multiplied by ``scale``.
 
     Same configurations, initializations and batches; only the losses (hence
@@ -318,10 +321,10 @@ def scale_loss(family: _tasks.TaskFamily, scale: float) -> _tasks.TaskFamily:
             held_out = lambda params: scale * t.eval_loss(params)
         return t._replace(loss=loss, eval_loss=held_out)
 
-    return _tasks.TaskFamily(scaled_name(family.name, scale), family.sample, task)
+    return tasks_lib.TaskFamily(scaled_name(family.name, scale), family.sample, task)
 
 
-def scaled_family(name: str, scale: float) -> _tasks.TaskFamily:
+def scaled_family(name: str, scale: float) -> tasks_lib.TaskFamily:
     """The built-in family ``name`` with its loss times ``scale``.
 
     The one place that builds rescaled families: for now by :func:`scale_loss`,
@@ -334,7 +337,7 @@ def scaled_family(name: str, scale: float) -> _tasks.TaskFamily:
     Returns:
       The :class:`~garo_optax.meta.TaskFamily`.
     """
-    family = _families.get_family(name)
+    family = tasks_lib.get_family(name)
     return family if scale == 1.0 else scale_loss(family, scale)
 
 

