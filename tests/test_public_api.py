@@ -81,31 +81,44 @@ def test_console_script_resolves(script):
             assert entry_point.load() is entry
 
 
-def test_meta_all_names_exist_and_nothing_public_is_missing():
-    from garo_optax import meta
+SUBPACKAGES = ("garo_optax.tasks", "garo_optax.meta")
 
-    assert len(set(meta.__all__)) == len(meta.__all__)
-    for name in meta.__all__:
-        assert hasattr(meta, name), name
+
+@pytest.mark.parametrize("package", SUBPACKAGES)
+def test_subpackage_all_names_exist_and_nothing_public_is_missing(package):
+    module = importlib.import_module(package)
+    assert len(set(module.__all__)) == len(module.__all__)
+    for name in module.__all__:
+        assert hasattr(module, name), name
     missing = [
         name
-        for name, obj in vars(meta).items()
+        for name, obj in vars(module).items()
         if not name.startswith("_")
         and (inspect.isfunction(obj) or inspect.isclass(obj))
-        and getattr(obj, "__module__", "").startswith("garo_optax.meta._")
-        and name not in meta.__all__
+        and getattr(obj, "__module__", "").startswith(f"{package}._")
+        and name not in module.__all__
     ]
-    assert not missing, f"public but not in meta.__all__: {missing}"
+    assert not missing, f"public but not in {package}.__all__: {missing}"
 
 
-def test_meta_docstring_sections():
-    from garo_optax import meta
-
-    for name in meta.__all__:
-        obj = getattr(meta, name)
+@pytest.mark.parametrize("package", SUBPACKAGES)
+def test_subpackage_docstring_sections(package):
+    module = importlib.import_module(package)
+    assert inspect.getdoc(module), f"{package} has no docstring"
+    for name in module.__all__:
+        obj = getattr(module, name)
         doc = inspect.getdoc(obj)
         assert doc and doc.strip(), f"{name} has no docstring"
         if inspect.isclass(obj) or not callable(obj):
             continue
         for section in ("Args:", "Returns:"):
             assert f"\n{section}\n" in f"\n{doc}\n", f"{name}: no {section!r} section"
+
+
+def test_meta_keeps_every_tasks_name():
+    # The families moved from garo_optax.meta to garo_optax.tasks: user code
+    # written against garo_optax.meta must keep working, with the same objects.
+    from garo_optax import meta, tasks
+
+    for name in tasks.__all__:
+        assert name in meta.__all__ and getattr(meta, name) is getattr(tasks, name)
