@@ -43,6 +43,7 @@ Complex parameters are supported as in optax (pass the conjugate of
 moment) are real, and the path and the step are complex.
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
@@ -381,7 +382,7 @@ def scale_by_clara(
         paths = treedef.flatten_up_to(state.path)
         # One materialized direction serves every consumer here: it is this
         # transform's input. (The fused Adam-CLARA recomputes it instead.)
-        as_compute = [lambda a=a: a.astype(_compute_dtype(a)) for a in directions]
+        as_compute = [functools.partial(_as_compute, a) for a in directions]
         new_updates, new_paths, lr_factor, lr, base_lr = _clara_step(
             config,
             state,
@@ -401,6 +402,10 @@ def scale_by_clara(
         return treedef.unflatten(new_updates), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _as_compute(leaf: jax.Array) -> jax.Array:
+    return leaf.astype(_compute_dtype(leaf))
 
 
 def clara_sgd(
@@ -536,7 +541,9 @@ def _scale_by_adam_clara(
         count = optax.safe_increment(state.count)
         scalars = _adam_scalars(b1, b2, eps, count, state.lr_factor.dtype)
         moments = [_adam_moments(scalars, g, m, v) for g, m, v in zip(grads, mus, nus)]
-        forms = [_AdamDirection(scalars, m, v) for m, v in moments]
+        forms = [
+            _AdamDirection(scalars, m, v, count, k) for k, (m, v) in enumerate(moments)
+        ]
         new_updates, new_paths, lr_factor, lr, base_lr = _clara_step(
             config,
             state,
@@ -643,21 +650,26 @@ class _AdamDirection(NamedTuple):
     s: _AdamScalars
     m: jax.Array
     v: jax.Array
+    count: jax.Array  # The run-time anchor of `xla_cpu.private_copy`.
+    leaf: int
 
     def squared_norm(self) -> jax.Array:
         """``|a|^2 = bc2 / bc1^2 * sum(|m / (sqrt(v) + eps * sqrt(bc2))|^2)``."""
-        s, m, v = self
+        s, m, v = self.s, self.m, self.v
         dtype = s.epsilon.dtype
-        denominator = jnp.sqrt(v) + (s.epsilon * jnp.sqrt(s.correction2)).astype(
-            v.dtype
+        # The sum's own copy: leaves of one shape would else share one
+        # broadcast, which XLA:CPU then writes out as an array.
+        offset = xla_cpu.private_copy(
+            s.epsilon * jnp.sqrt(s.correction2), self.count, self.leaf
         )
+        denominator = jnp.sqrt(v) + offset.astype(v.dtype)
         x = m / denominator.astype(m.dtype)
         norm_scale = s.correction2 / jnp.square(s.correction1)
         return norm_scale * jnp.sum(numerics.abs_square(x), dtype=dtype)
 
     def step_form(self) -> jax.Array:
         """``a`` as ``(m * (1 / bc1)) / (sqrt(v * (1 / bc2)) + eps)``."""
-        s, m, v = self
+        s, m, v = self.s, self.m, self.v
         real = v.dtype
         inverse1, inverse2 = 1 / s.correction1, 1 / s.correction2
         denominator = jnp.sqrt(v * inverse2.astype(real)) + s.epsilon.astype(real)
@@ -665,7 +677,7 @@ class _AdamDirection(NamedTuple):
 
     def path_form(self) -> jax.Array:
         """``a`` as ``(m / bc1) / (sqrt(v / bc2) + eps)``."""
-        s, m, v = self
+        s, m, v = self.s, self.m, self.v
         real = v.dtype
         denominator = jnp.sqrt(v / s.correction2.astype(real)) + s.epsilon.astype(real)
         return (m / s.correction1.astype(m.dtype)) / denominator.astype(m.dtype)

@@ -24,6 +24,7 @@ from garo_optax._src.clara import (
     ScaleByClaraState,
     _check_adam,
     _check_common,
+    _compute_dtype,
     _coupled_weight_decay,
     _init_state,
     _next_lr,
@@ -60,48 +61,146 @@ class _SeedConfig(NamedTuple):
     adapt: bool
 
 
-def _scale_by_clara_seed(
-    learning_rate: optax.ScalarOrSchedule,
-    *,
-    rule: SeedRule,
-    version: int,
-    faithful: bool,
-    c: jax.typing.ArrayLike,
-    damping: jax.typing.ArrayLike,
-    adapt: bool,
+def _adam_then_seed_rule(
+    config: _SeedConfig, *, b1, b2, eps, weight_decay
 ) -> optax.GradientTransformationExtraArgs:
-    """The rate rules of the seed variants, applied to an incoming direction."""
-    validate.check_choice("version", version, (1, 2))
-    _check_common(learning_rate, c, damping)
-    schedule = numerics.as_schedule(learning_rate)
-    config = _SeedConfig(schedule, rule, version, faithful, c, damping, adapt)
+    """Coupled weight decay, Adam and a seed rate rule in one update.
+
+    The chain ``optax.chain(optax.add_decayed_weights(weight_decay),
+    optax.scale_by_adam(b1, b2, eps), <the rule>,
+    optax.scale_by_learning_rate(1.0))`` with its state (the tuple of the four
+    states) and its outputs, except that Adam's direction is never stored:
+    each of its consumers recomputes it from the moments
+    (:func:`_adam_directions`).
+    """
+    decay = _coupled_weight_decay(weight_decay, None)
+    adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+    descent = optax.scale_by_learning_rate(1.0)
 
     def init_fn(params):
-        return _init_state(params, schedule, None)
+        clara = _init_state(params, config.schedule, None)
+        return decay.init(params), adam.init(params), clara, descent.init(params)
 
     def update_fn(updates, state, params=None, **extra_args):
-        del params, extra_args
-        directions, treedef = jax.tree.flatten(updates)
-        paths = treedef.flatten_up_to(state.path)
+        del extra_args
+        decay_state, adam_state, clara, descent_state = state
+        grads, decay_state = decay.update(updates, decay_state, params)
+        adam_state, directions = _adam_directions(grads, adam_state, b1, b2, eps)
+        treedef = jax.tree.structure(grads)
         new_updates, new_paths, new_factor, lr, base = _seed_step(
-            config, state, directions, paths
+            config, clara, directions, treedef.flatten_up_to(clara.path)
         )
-        new_state = ScaleByClaraState(
-            count=optax.safe_increment(state.count),
+        clara = ScaleByClaraState(
+            count=optax.safe_increment(clara.count),
             lr_factor=new_factor,
             lr=lr,
             base_lr=base,
             path=treedef.unflatten(new_paths),
         )
-        return treedef.unflatten(new_updates), new_state
+        updates, descent_state = descent.update(
+            treedef.unflatten(new_updates), descent_state
+        )
+        return updates, (decay_state, adam_state, clara, descent_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class _AdamDirection(NamedTuple):
+    """Adam's direction of one leaf, ``a = m_hat / (sqrt(v_hat) + eps)``.
+
+    Never stored: each consumer writes its own expression (see
+    :func:`xla_cpu.private_copy`), so that XLA:CPU recomputes ``a`` from the
+    new moments ``m`` and ``v`` in each loop, and sums it in a multi-threaded
+    kernel, instead of writing it to a temporary array.
+    """
+
+    m: jax.Array
+    v: jax.Array
+    correction1: jax.Array  # 1 - b1**t, as in `optax.tree.bias_correction`.
+    correction2: jax.Array
+    eps: jax.typing.ArrayLike
+    count: jax.Array  # The run-time anchor of the private copies.
+    leaf: int
+
+    def loop_form(self, copy: int) -> jax.Array:
+        """``a`` as optax computes it; ``copy`` 0 or 1 (the path and the step)."""
+        m, v = self.m, self.v
+        # The step loop's own copies of the corrections: see private_copy.
+        own = lambda x: xla_cpu.private_copy(x, self.count, -1) if copy else x
+        m_hat = m / own(self.correction1).astype(m.dtype)
+        v_hat = v / own(self.correction2).astype(v.dtype)
+        # A Python eps is rounded to the leaf's dtype, as a weakly typed one.
+        eps = self.eps
+        eps = jnp.asarray(eps, v_hat.dtype) if isinstance(eps, float) else eps
+        return m_hat / (jnp.sqrt(v_hat) + eps)
+
+    # The two sums over a leaf read `a` in two forms with one divide each
+    # (fewer than `loop_form`: the sums' kernels pay for each operation),
+    # different up to sqrt(v), which XLA would else compute once and store,
+    # and with this leaf's own scalars (see xla_cpu.private_copy). Equal to
+    # `a` up to rounding.
+
+    def ratio(self) -> jax.Array:
+        """``a / s`` as ``m / (sqrt(v) + eps * sqrt(bc2))`` in the compute
+        dtype, with ``s = sqrt(bc2) / bc1`` (:meth:`scale`)."""
+        work, real = self._dtypes()
+        own = lambda x: xla_cpu.private_copy(x, self.count, 2 * self.leaf)
+        root = jnp.sqrt(numerics.as_real(self.correction2, real))
+        offset = own(numerics.as_real(self.eps, real) * root).astype(work)
+        return self.m.astype(work) / (jnp.sqrt(self.v.astype(work)) + offset)
+
+    def scale(self) -> jax.Array:
+        """``s = sqrt(bc2) / bc1``, so that ``a = s * ratio()``."""
+        _, real = self._dtypes()
+        correction1 = numerics.as_real(self.correction1, real)
+        return jnp.sqrt(numerics.as_real(self.correction2, real)) / correction1
+
+    def scaled(self, gain: jax.Array) -> jax.Array:
+        """``gain * a`` as ``(gain / bc1) m / (sqrt(v (1 / bc2)) + eps)``."""
+        work, real = self._dtypes()
+        own = lambda x: xla_cpu.private_copy(x, self.count, 2 * self.leaf + 1)
+        correction1 = numerics.as_real(self.correction1, real)
+        inverse2 = 1 / numerics.as_real(self.correction2, real)
+        numerator = own(gain / correction1).astype(work) * self.m.astype(work)
+        v = self.v.astype(work) * own(inverse2).astype(work)
+        eps = own(numerics.as_real(self.eps, real)).astype(work)
+        return numerator / (jnp.sqrt(v) + eps)
+
+    def _dtypes(self) -> tuple[jnp.dtype, jnp.dtype]:
+        work = _compute_dtype(self.m)
+        return work, numerics.real_dtype(work)
+
+
+def _adam_directions(grads, state, b1, b2, eps):
+    """``optax.scale_by_adam``'s new state and, per flattened leaf, its
+    direction as an :class:`_AdamDirection`.
+
+    The moments and the stored direction's loops are optax's expressions, so
+    the values are too, up to XLA's rewriting (it computes ``(m / bc1) / d``
+    as ``m / (bc1 * d)`` where the direction is not stored).
+    """
+    mu = optax.tree.update_moment(grads, state.mu, b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(grads, state.nu, b2, 2)
+    count = optax.safe_increment(state.count)
+    corrections = 1 - b1**count, 1 - b2**count
+    directions = [
+        _AdamDirection(m, v, *corrections, eps, count, k)
+        for k, (m, v) in enumerate(zip(jax.tree.leaves(mu), jax.tree.leaves(nu)))
+    ]
+    new_state = optax.ScaleByAdamState(
+        count=count, mu=mu, nu=optax.tree.cast_like(nu, state.nu)
+    )
+    return new_state, directions
+
+
+# The loops that read Adam's direction, each with its own expression.
+_PATH, _STEP = 0, 1
 
 
 def _seed_step(
     config: _SeedConfig,
     state: ScaleByClaraState,
-    directions: Sequence[jax.Array],
+    directions: Sequence[_AdamDirection],
     paths: Sequence[jax.Array],
 ) -> tuple[list[jax.Array], list[jax.Array], jax.Array, jax.Array, jax.Array]:
     """One step of a seed rule over the flattened leaves.
@@ -115,41 +214,67 @@ def _seed_step(
     cum = numerics.as_real(config.c, dtype)
     path_boost, _, _ = _SEED_CONSTANTS[(config.rule, config.version)]
     finite = jnp.ones([], bool)
+    units = [jnp.ones([], dtype)] * len(paths)
     if config.version == 1 and config.adapt:
         # v1 steps along (and accumulates) unit directions per tensor.
-        directions, finite = _unit_directions(directions, dtype)
+        units, finite = _inverse_norms(directions, dtype)
 
+    keep = 1.0 - cum
     coefficient = path_boost * jnp.sqrt(cum * (2.0 - cum))
-    new_paths = _stepped_paths(directions, paths, cum, coefficient)
-    path_norms = [numerics.squared_norm(p, dtype) for p in new_paths]
+    path_norms = [
+        _path_norm(a, p, keep, coefficient * n, dtype)
+        for a, p, n in zip(directions, paths, units)
+    ]
     finite &= jnp.isfinite(xla_cpu.sum_once(path_norms, dtype))
-    new_paths = [jnp.where(finite, q, p) for q, p in zip(new_paths, paths)]
+    unit = config.version == 1 and config.adapt
+    loops = [_Loops(a, n if unit else None) for a, n in zip(directions, units)]
+    new_paths = [
+        jnp.where(finite, _path_step(p, a.form(_PATH), keep, coefficient), p)
+        for a, p in zip(loops, paths)
+    ]
 
     base = numerics.as_real(config.schedule(state.count), dtype)
-    sizes = [a.size for a in directions]
+    sizes = [p.size for p in paths]
     scale, rates, new_factor, start = _seed_rates(
         config, state, base, path_norms, sizes
     )
     new_factor = jnp.where(finite, new_factor, start)
-    new_updates = [_scaled(a, scale * r) for a, r in zip(directions, rates)]
+    new_updates = [_scaled(a.form(_STEP), scale * r) for a, r in zip(loops, rates)]
     lr = _next_lr(state, new_factor / start, base, new_factor)
     return new_updates, new_paths, new_factor, lr, base
 
 
-def _unit_directions(directions, dtype) -> tuple[list[jax.Array], jax.Array]:
-    """Version 1's unit directions per tensor, and whether all were finite."""
-    squared_norms = [numerics.squared_norm(a, dtype) for a in directions]
-    finite = jnp.isfinite(xla_cpu.sum_once(squared_norms, dtype))
-    units = [
-        _scaled(a, jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2)))
-        for a, s in zip(directions, squared_norms)
+class _Loops(NamedTuple):
+    """The direction the path and the step loops read: Adam's, or (v1) its
+    unit direction, rounded as the original rounds it."""
+
+    direction: _AdamDirection
+    inverse_norm: jax.Array | None
+
+    def form(self, copy: int) -> jax.Array:
+        a = self.direction.loop_form(copy)
+        return a if self.inverse_norm is None else _scaled(a, self.inverse_norm)
+
+
+def _inverse_norms(directions, dtype) -> tuple[list[jax.Array], jax.Array]:
+    """Version 1's ``1 / max(|a|, floor)`` per tensor, and whether every
+    norm was finite."""
+    norms = [
+        jnp.square(a.scale()).astype(dtype) * numerics.squared_norm(a.ratio(), dtype)
+        for a in directions
     ]
-    return units, finite
+    finite = jnp.isfinite(xla_cpu.sum_once(norms, dtype))
+    return [jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2)) for s in norms], finite
 
 
-def _stepped_paths(directions, paths, cum, coefficient) -> list[jax.Array]:
-    """``(1 - c) p + coefficient * a`` per leaf, in each path's dtype."""
-    return [_path_step(p, a, 1.0 - cum, coefficient) for a, p in zip(directions, paths)]
+def _path_norm(direction: _AdamDirection, path, keep, gain, dtype) -> jax.Array:
+    """``|keep * path + gain * a|^2``, the squared norm of the new path (in
+    the path's dtype, as the path loop stores it), with this sum's own
+    scalars."""
+    work = _compute_dtype(path)
+    own = xla_cpu.private_copy(keep, direction.count, 2 * direction.leaf + 1)
+    stepped = own.astype(work) * path.astype(work) + direction.scaled(gain)
+    return numerics.squared_norm(stepped.astype(path.dtype), dtype)
 
 
 def _seed_rates(config: _SeedConfig, state, base, path_norms, sizes):
@@ -245,19 +370,12 @@ def _adam_clara_seed(rule: SeedRule):
     ) -> optax.GradientTransformationExtraArgs:
         _check_adam(b1, b2, eps)
         validate.check_interval("weight_decay", weight_decay, 0.0, None)
-        return optax.chain(
-            _coupled_weight_decay(weight_decay, None),
-            optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-            _scale_by_clara_seed(
-                learning_rate,
-                rule=rule,
-                version=version,
-                faithful=faithful,
-                c=c,
-                damping=damping,
-                adapt=adapt,
-            ),
-            optax.scale_by_learning_rate(1.0),
+        validate.check_choice("version", version, (1, 2))
+        _check_common(learning_rate, c, damping)
+        schedule = numerics.as_schedule(learning_rate)
+        config = _SeedConfig(schedule, rule, version, faithful, c, damping, adapt)
+        return _adam_then_seed_rule(
+            config, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay
         )
 
     factory.__name__ = factory.__qualname__ = f"adam_clara_{rule}"
