@@ -71,8 +71,8 @@ except ImportError:  # Run from a checkout without installing the package.
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     import garo_optax
 from garo_optax import meta
-from garo_optax._src import bench as bench_lib
-from garo_optax._src.step_time import environment
+from garo_optax._app import bench as bench_lib
+from garo_optax._app.step_time import environment
 
 QUADRATIC_STEPS = 100_000
 MLP_STEPS = 20_000

@@ -61,7 +61,7 @@ try:
 except ImportError:  # Run from a checkout without installing the package.
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     import garo_optax
-from garo_optax._src.step_time import (
+from garo_optax._app.step_time import (
     BANDWIDTH_BYTES,
     SIZES,
     add_base_fractions,

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import garo_optax
-from garo_optax._src import bench, bench_claims, bench_report, bench_speed, cli
+from garo_optax._app import bench, bench_claims, bench_report, bench_speed, cli
 
 # Compiling dominates these tests; see the root conftest.py.
 pytestmark = pytest.mark.usefixtures("fast_compile")

@@ -1,11 +1,11 @@
-"""Tests of the bench's reports (``_src/bench_report.py``) on made-up runs."""
+"""Tests of the bench's reports (``_app/bench_report.py``) on made-up runs."""
 
 import math
 
 import numpy as np
 import pytest
 
-from garo_optax._src import bench, bench_report
+from garo_optax._app import bench, bench_report
 
 
 def _result(task, name, curve, *, run_s=1.0, runs=1, seeds=2):

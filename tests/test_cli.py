@@ -1,4 +1,4 @@
-"""The ``garo-optax`` program (imports ``garo_optax._src.cli``, where it lives)."""
+"""The ``garo-optax`` program (imports ``garo_optax._app.cli``, where it lives)."""
 
 import os
 import pathlib
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import garo_optax
-from garo_optax._src import cli
+from garo_optax._app import cli
 
 # Compiling dominates these tests; see the root conftest.py.
 pytestmark = pytest.mark.usefixtures("fast_compile")

@@ -1,4 +1,4 @@
-"""``garo-optax meta-train`` (``garo_optax._src.cli_meta``): resume, errors.
+"""``garo-optax meta-train`` (``garo_optax._app.cli_meta``): resume, errors.
 
 Also the placement of the states that ``garo_optax.meta``'s ``Checkpointer``
 restores (``garo_optax.meta._checkpoint``).
@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import pytest
 
-from garo_optax._src import cli, cli_meta
+from garo_optax._app import cli, cli_meta
 from garo_optax.meta import _checkpoint, _train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def test_restored_state_is_placed_like_a_fresh_one(tmp_path):
 _META_TRAIN_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from garo_optax._src import cli
+    from garo_optax._app import cli
     from garo_optax.meta import _checkpoint, _train
 
     _train.CONFIGS["tiny"] = _checkpoint.config_from_json(json.loads(sys.argv[1]))

@@ -13,7 +13,7 @@ import optax
 import pytest
 
 import garo_optax as g
-from garo_optax._src import step_time
+from garo_optax._app import step_time
 
 SMALL, LARGE = 8, 32
 # Linear growth is LARGE / SMALL = 4 (less, with the fixed part of the step).

@@ -288,7 +288,7 @@ def test_every_shipped_task_reads_every_element():
     was meta-trained or evaluated on has one, so its shipped numbers are of
     exact statistics, and garo-v1 reads every element always."""
     from garo_optax import meta
-    from garo_optax._src import bench
+    from garo_optax._app import bench
 
     limit = 2 * garo_optax.pretrained().design.stats_sample
     assert limit == 2 * 65536

@@ -1,10 +1,11 @@
-"""The direction of the package's imports: ``_src`` <- ``tasks`` <- ``meta``.
+"""Import direction: ``_src`` <- ``tasks`` <- ``meta`` <- ``_app`` (the program).
 
 The library (``garo_optax`` and its ``_src`` modules) knows nothing of the task
-families or of meta-training; ``garo_optax.tasks`` knows nothing of
-meta-training. Checked in fresh interpreters (what an import loads) and
-statically (what the library's files import, lazy imports included). The
-program modules of ``garo-optax`` still live in ``_src`` and may import both.
+families, of meta-training or of the ``garo-optax`` program; ``garo_optax.tasks``
+knows nothing of meta-training or the program; ``garo_optax.meta`` nothing of
+the program (``garo_optax._app``), which nothing imports. Checked in fresh
+interpreters (what an import loads) and statically (what each package's files
+import, lazy imports included).
 """
 
 import ast
@@ -17,20 +18,13 @@ import pytest
 
 import garo_optax
 
-SRC = pathlib.Path(garo_optax.__file__).parent / "_src"
-# The garo-optax program, not the library: allowed to import tasks and meta.
-APP_MODULES = {
-    "bench.py",
-    "bench_claims.py",
-    "bench_report.py",
-    "bench_speed.py",
-    "cli.py",
-    "cli_bench.py",
-    "cli_meta.py",
-    "step_time.py",
-    "progress.py",
+ROOT = pathlib.Path(garo_optax.__file__).parent
+# Each layer and the packages above it, which it must not import.
+LAYERS = {
+    "_src": ("garo_optax.tasks", "garo_optax.meta", "garo_optax._app"),
+    "tasks": ("garo_optax.meta", "garo_optax._app"),
+    "meta": ("garo_optax._app",),
 }
-UPPER_PACKAGES = ("garo_optax.tasks", "garo_optax.meta")
 
 
 def _loaded_after(statement: str) -> list[str]:
@@ -53,8 +47,9 @@ def _in(module: str, packages: tuple[str, ...]) -> bool:
 @pytest.mark.parametrize(
     "statement, forbidden",
     [
-        ("import garo_optax", UPPER_PACKAGES),
-        ("import garo_optax.tasks", ("garo_optax.meta",)),
+        ("import garo_optax", LAYERS["_src"]),
+        ("import garo_optax.tasks", LAYERS["tasks"]),
+        ("import garo_optax.meta", LAYERS["meta"]),
     ],
 )
 def test_import_loads_nothing_above(statement, forbidden):
@@ -76,28 +71,30 @@ def _imported_modules(path: pathlib.Path) -> set[str]:
     return names
 
 
-def test_library_modules_import_nothing_above():
-    library = [p for p in sorted(SRC.glob("*.py")) if p.name not in APP_MODULES]
-    assert {"garo.py", "validate.py", "controller.py"} <= {p.name for p in library}
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_layer_imports_nothing_above(layer):
+    files = sorted((ROOT / layer).glob("*.py"))
+    if layer == "_src":
+        files += [ROOT / "__init__.py"]
+    assert len(files) > 2
     offenders = {
-        path.name: sorted(m for m in _imported_modules(path) if _in(m, UPPER_PACKAGES))
-        for path in library
+        path.name: sorted(m for m in _imported_modules(path) if _in(m, LAYERS[layer]))
+        for path in files
     }
     assert not {k: v for k, v in offenders.items() if v}, offenders
 
 
-def test_app_module_list_is_current():
-    # A renamed or moved program module must leave the allow-list too.
-    present = {p.name for p in SRC.glob("*.py")}
-    assert APP_MODULES <= present, APP_MODULES - present
+def test_the_program_is_only_the_console_script():
+    """Nothing in the repository's code imports the program but the program,
+    its tests, the benchmarks and ``python -m garo_optax``."""
+    users = set()
+    for path in ROOT.rglob("*.py"):
+        if _in_dir(path, ROOT / "_app") or path.name == "__main__.py":
+            continue
+        if any(_in(m, ("garo_optax._app",)) for m in _imported_modules(path)):
+            users.add(str(path.relative_to(ROOT)))
+    assert not users
 
 
-def test_tasks_imports_no_meta():
-    tasks_dir = SRC.parent / "tasks"
-    offenders = {
-        path.name: sorted(
-            m for m in _imported_modules(path) if _in(m, ("garo_optax.meta",))
-        )
-        for path in sorted(tasks_dir.glob("*.py"))
-    }
-    assert not {k: v for k, v in offenders.items() if v}, offenders
+def _in_dir(path: pathlib.Path, folder: pathlib.Path) -> bool:
+    return folder in path.parents

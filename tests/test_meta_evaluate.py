@@ -12,7 +12,8 @@ import pytest
 
 import garo_optax
 from garo_optax import meta
-from garo_optax._src import cli, peers
+from garo_optax._app import cli
+from garo_optax._src import peers
 from garo_optax.meta import _evaluate
 
 # Compiling dominates these tests; see the root conftest.py.

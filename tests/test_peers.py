@@ -122,7 +122,7 @@ def test_registry_needs_only_optax_and_jax():
 def test_bench_runs_every_peer_and_schedule_free_at_its_average():
     """``garo-optax bench`` registers every peer at its own rate; a
     schedule-free run reports the loss at its evaluation parameters."""
-    from garo_optax._src import bench
+    from garo_optax._app import bench
     from garo_optax.meta import Task
 
     for name, peer in peers.PEERS.items():

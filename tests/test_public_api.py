@@ -1,6 +1,6 @@
 """The public API: ``garo_optax.__all__``, docstrings, version, console script.
 
-Imports ``garo_optax._src.cli`` for its definition of the public optimizers.
+Imports ``garo_optax._app.cli`` for its definition of the public optimizers.
 """
 
 import importlib
@@ -12,7 +12,7 @@ import tomllib
 import pytest
 
 import garo_optax
-from garo_optax._src import cli
+from garo_optax._app import cli
 
 # Compiling dominates these tests; see the root conftest.py.
 pytestmark = pytest.mark.usefixtures("fast_compile")

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from garo_optax._src import bench
+from garo_optax._app import bench
 
 CSV_FIELDS = (
     "task",

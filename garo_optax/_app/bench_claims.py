@@ -24,8 +24,9 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from garo_optax._app import bench, bench_report
 from garo_optax._src import autosgm as autosgm_lib
-from garo_optax._src import bench, bench_report, schedules
+from garo_optax._src import schedules
 
 AUTOSGM_ZEROS: tuple[float, ...] = (0.0, 0.31, 0.47, 0.55, 0.64, 0.85, 0.9)
 AUTOSGM_TASKS: tuple[str, ...] = ("char_transformer", "mlp_digits")

@@ -1,6 +1,6 @@
 """``garo-optax bench``: every optimizer on every task, with a table and plots.
 
-Without a mode flag it runs the quality suite (:mod:`garo_optax._src.bench`)
+Without a mode flag it runs the quality suite (:mod:`garo_optax._app.bench`)
 and writes, into ``--out``:
 
 * ``summary.txt``, ``summary.json``: one row per optimizer over all tasks
@@ -34,8 +34,8 @@ import pathlib
 import sys
 import time
 
-from garo_optax._src import bench
-from garo_optax._src.progress import ProgressLine
+from garo_optax._app import bench
+from garo_optax._app.progress import ProgressLine
 
 QUICK_SEEDS = 2
 DEFAULT_SEEDS = 3
@@ -152,7 +152,7 @@ def bench_command(args: argparse.Namespace) -> int:
             return _claims(args, out, tasks, seeds, steps)
     _check_dependencies(tasks)
 
-    from garo_optax._src import bench_report
+    from garo_optax._app import bench_report
 
     total = len(tasks) * len(optimizers)
     progress = None if args.quiet else ProgressLine(total, every=max(total // 20, 1))
@@ -209,7 +209,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
 
 def _speed(args) -> int:
-    from garo_optax._src import bench_speed, step_time
+    from garo_optax._app import bench_speed, step_time
 
     optimizers = _check_names(
         "optimizer", args.optimizers or tuple(bench.OPTIMIZERS), tuple(bench.OPTIMIZERS)
@@ -239,8 +239,8 @@ def _speed(args) -> int:
 
 
 def _claims(args, out, tasks, seeds, steps) -> int:
-    from garo_optax._src import bench_claims as claims
-    from garo_optax._src import bench_report
+    from garo_optax._app import bench_claims as claims
+    from garo_optax._app import bench_report
 
     needed = set(tasks) | set(claims.AUTOSGM_TASKS) | set(claims.CLARA_TASKS)
     _check_dependencies(sorted(needed))

@@ -1,8 +1,8 @@
 """``garo-optax bench --speed``: per-step time of every registered optimizer.
 
-Every optimizer of :data:`garo_optax._src.bench.OPTIMIZERS` (at its default
+Every optimizer of :data:`garo_optax._app.bench.OPTIMIZERS` (at its default
 rate; schedules over 10,000 steps) runs its jitted, donated step on the
-transformer-shaped trees of :mod:`garo_optax._src.step_time` (1M, 10M and 100M
+transformer-shaped trees of :mod:`garo_optax._app.step_time` (1M, 10M and 100M
 parameters), interleaved round-robin in one process together with a jitted
 in-place copy ``a = a + s * c`` that measures the memory bandwidth in the same
 run. Reported per optimizer: the median step time, its ratio to ``optax.adam``
@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from garo_optax._src import bench, step_time
+from garo_optax._app import bench, step_time
 
 SPEED_STEPS = 10_000  # the horizon of schedules (warmup-cosine, windows).
 REFERENCES = ("adam", "sgd")  # timed in every group
@@ -123,8 +123,8 @@ def run_speed(
     taken within the group.
 
     Args:
-      optimizers: names of :data:`garo_optax._src.bench.OPTIMIZERS`.
-      sizes: keys of :data:`garo_optax._src.step_time.SIZES`.
+      optimizers: names of :data:`garo_optax._app.bench.OPTIMIZERS`.
+      sizes: keys of :data:`garo_optax._app.step_time.SIZES`.
       rounds: timed round-robin rounds.
       bandwidth_bytes: the size of each array of the bandwidth probe.
       warmup: untimed calls of every step before the rounds.
@@ -133,7 +133,7 @@ def run_speed(
 
     Returns:
       ``{"environment": ..., "sizes": {size: result}}``, each result as
-      :func:`garo_optax._src.step_time.measure` returns it (the references and
+      :func:`garo_optax._app.step_time.measure` returns it (the references and
       the bandwidth from the first group), with ``ratio_adam``, ``ratio_sgd``
       and ``group`` per optimizer.
     """
@@ -261,7 +261,7 @@ def run_compile(
     """First-call compile time of every step against the number of leaves.
 
     Each optimizer's jitted, donated step
-    (:func:`garo_optax._src.step_time.compile_profile`) is compiled on a dict
+    (:func:`garo_optax._app.step_time.compile_profile`) is compiled on a dict
     of ``n`` float32 vectors of ``size`` elements, for every ``n`` in
     ``leaves``. ``optax.adam`` is compiled again before every optimizer, and
     each ratio is taken to the mean of the two adam compiles around it, so

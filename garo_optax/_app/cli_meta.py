@@ -17,7 +17,7 @@ import sys
 
 import jax
 
-from garo_optax._src.progress import ProgressLine
+from garo_optax._app.progress import ProgressLine
 
 
 def _compiled_run(config):

@@ -89,25 +89,25 @@ def _list(args: argparse.Namespace) -> int:
 
 def _meta_train(args: argparse.Namespace) -> int:
     # Imported here: `garo-optax list` must not pay for the meta machinery.
-    from garo_optax._src import cli_meta
+    from garo_optax._app import cli_meta
 
     return cli_meta.meta_train_command(args)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from garo_optax._src import cli_bench
+    from garo_optax._app import cli_bench
 
     return cli_bench.bench_command(args)
 
 
 def _bench_arguments():
-    from garo_optax._src import cli_bench
+    from garo_optax._app import cli_bench
 
     return tuple(_arg(*flags, **kwargs) for flags, kwargs in cli_bench.ARGUMENTS)
 
 
 def _meta_eval(args: argparse.Namespace) -> int:
-    from garo_optax._src import cli_meta
+    from garo_optax._app import cli_meta
 
     return cli_meta.meta_eval_command(args)
 
