@@ -12,12 +12,19 @@ import pytest
 
 import garo_optax
 from garo_optax import meta
-from garo_optax._app import cli
+from garo_optax._app import cli, registry
 from garo_optax._src import peers
 from garo_optax.meta import _evaluate
 
 # Compiling dominates these tests; see the root conftest.py.
 pytestmark = pytest.mark.usefixtures("fast_compile")
+
+# What `garo-optax meta-eval` passes: the registry's baselines.
+BASELINES = {name: registry.get(name) for name in registry.META_EVAL_BASELINES}
+
+
+def _contenders(names):
+    return {name: registry.get(name) for name in names}
 
 
 def _family(low=-1.0, name="tiny_quadratic"):
@@ -45,7 +52,7 @@ def test_run_optimizer_equals_a_hand_written_loop():
     family = _family()
     key = jax.random.PRNGKey(3)
     curve = _evaluate.run_optimizer(
-        _evaluate.BASELINES["sgd"][0],
+        _evaluate.contender_fn(registry.get("sgd").build, 5),
         family,
         num_tasks=2,
         num_steps=5,
@@ -71,16 +78,16 @@ def test_sweep_picks_the_best_rate_and_rows_cover_everything():
     family = _family()
     theta = garo_optax.init_controller(jax.random.PRNGKey(0), hidden_size=4)
     results = _evaluate.evaluate_family(
-        {"garo_init": theta}, family, num_tasks=2, num_steps=30
+        {"garo_init": theta}, family, baselines=BASELINES, num_tasks=2, num_steps=30
     )
     assert set(results) == {
         "garo_init",
-        *(name for base in _evaluate.BASELINES for name in (base, f"{base}_swept")),
+        *(name for base in BASELINES for name in (base, f"{base}_swept")),
     }
-    for base, (tx_fn, default) in _evaluate.BASELINES.items():
+    for base, spec in BASELINES.items():
         swept = results[f"{base}_swept"]
         assert swept.final_loss <= results[base].final_loss
-        lrs = [default * f for f in _evaluate.SWEEP_FACTORS]
+        lrs = [spec.default_lr * f for f in _evaluate.SWEEP_FACTORS]
         assert min(abs(swept.learning_rate - lr) / lr for lr in lrs) < 1e-6
     rows = _evaluate.summary_rows(results)
     adam = next(r for r in rows if r["optimizer"] == "adam")
@@ -92,7 +99,7 @@ def test_sweep_picks_the_best_rate_and_rows_cover_everything():
 def test_meta_eval_command_writes_the_report(tmp_path, capsys, monkeypatch):
     # One baseline and one peer keep the compilations few; the sweep test and
     # the summary test cover the rest.
-    monkeypatch.setattr(_evaluate, "BASELINES", {"adam": _evaluate.BASELINES["adam"]})
+    monkeypatch.setattr(registry, "META_EVAL_BASELINES", ("adam",))
     run = tmp_path / "run"
     theta = garo_optax.init_controller(jax.random.PRNGKey(1), hidden_size=32)
     run.mkdir()
@@ -178,9 +185,11 @@ def test_unknown_pretrained_name_lists_the_available_ones():
 
 
 def test_optax_baselines_are_the_documented_ones():
-    tx_fn, lr = _evaluate.BASELINES["sgd_momentum"]
+    assert list(BASELINES) == ["sgd", "sgd_momentum", "adam", "adamw"]
+    assert [s.default_lr for s in BASELINES.values()] == [1e-2, 1e-2, 1e-3, 1e-3]
+    spec = BASELINES["sgd_momentum"]
     params = {"w": jnp.ones(2)}
-    tx, ref = tx_fn(lr, None), optax.sgd(1e-2, momentum=0.9)
+    tx, ref = spec.build(spec.default_lr, 10), optax.sgd(1e-2, momentum=0.9)
     g = {"w": jnp.array([1.0, -2.0])}
     u, _ = tx.update(g, tx.init(params))
     want, _ = ref.update(g, ref.init(params))
@@ -253,13 +262,12 @@ def _hand_run(peer, family, key, num_tasks, num_steps, at_eval_params=True):
 
 
 @pytest.mark.parametrize("name", ["schedule_free_sgd", "polyak_sgd"])
-def test_peers_get_value_and_report_the_loss_at_their_eval_params(name, monkeypatch):
+def test_peers_get_value_and_report_the_loss_at_their_eval_params(name):
     """A schedule-free run reports the loss at ``schedule_free_eval_params``
     (not at the trained ``y``); Polyak SGD gets the loss as ``value=``."""
-    monkeypatch.setattr(_evaluate, "BASELINES", {})
     peer = peers.PEERS[name]
     results = _evaluate.evaluate_family(
-        {}, TINY, num_tasks=2, num_steps=20, sweep=False, peers=[name]
+        {}, TINY, num_tasks=2, num_steps=20, sweep=False, peers=_contenders([name])
     )
     assert list(results) == [name] and np.isnan(results[name].learning_rate)
     losses = results[name].losses[:6]  # the first steps, by hand below
@@ -288,21 +296,22 @@ def test_rescaled_family_loss_is_exactly_c_times():
     assert _evaluate.scale_label(2.5) == "2.5"
 
 
-def test_summary_counts_equal_a_count_from_the_curves(monkeypatch):
+def test_summary_counts_equal_a_count_from_the_curves():
     """The "within 10%" and "no worse than the median peer" counts, and those
     of every fixed rate of Adam's sweep, recomputed from the loss curves."""
-    monkeypatch.setattr(_evaluate, "BASELINES", {"adam": _evaluate.BASELINES["adam"]})
     families = {"tiny_quadratic": TINY, "tiny_ill": TINY_ILL}
     kw = dict(num_tasks=2, num_steps=20)
+    adam = registry.get("adam")
+    contenders = dict(baselines={"adam": adam}, peers=_contenders(SUMMARY_PEERS))
     runs = {
-        n: _evaluate.evaluate_family({}, f, peers=SUMMARY_PEERS, **kw)
+        n: _evaluate.evaluate_family({}, f, **contenders, **kw)
         for n, f in families.items()
     }
     summary = _evaluate.summarize(runs, SUMMARY_PEERS)
 
     final = lambda losses: np.mean(losses[-2:])  # the last 10% of 20 steps
-    adam_fn, default = _evaluate.BASELINES["adam"]
-    rates = default * np.array(_evaluate.SWEEP_FACTORS)
+    adam_fn = _evaluate.contender_fn(adam.build, 20)
+    rates = adam.default_lr * np.array(_evaluate.SWEEP_FACTORS)
     key, run = jax.random.PRNGKey(0), _evaluate.run_optimizer
     sweeps = {
         n: [

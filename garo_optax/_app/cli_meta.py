@@ -142,15 +142,15 @@ def _load_eval_controller(spec: str):
 
 def _eval_selection(args: argparse.Namespace):
     """The peers and loss scales asked for (validated)."""
-    from garo_optax._src import peers as peers_lib
+    from garo_optax._app import registry
     from garo_optax.meta import _evaluate
 
     peers = getattr(args, "peers", None)
-    peers = list(peers_lib.PEERS) if peers is None else list(peers)
-    unknown = [name for name in peers if name not in peers_lib.PEERS]
+    peers = list(registry.PEERS) if peers is None else list(peers)
+    unknown = [name for name in peers if name not in registry.PEERS]
     if unknown:
         raise ValueError(
-            f"--peers: unknown {unknown}; expected any of {list(peers_lib.PEERS)}"
+            f"--peers: unknown {unknown}; expected any of {list(registry.PEERS)}"
         )
     scales = getattr(args, "loss_scales", None)
     scales = _evaluate.LOSS_SCALES if scales is None else tuple(scales)
@@ -163,7 +163,9 @@ def _eval_selection(args: argparse.Namespace):
 def meta_eval_command(args: argparse.Namespace) -> int:
     """Runs ``garo-optax meta-eval``: a controller against GARO's initial
     controller, the optax baselines and the tuning-free peers on held-out
-    families, each also with its loss rescaled.
+    families, each also with its loss rescaled (the baselines are
+    :data:`~garo_optax._app.registry.META_EVAL_BASELINES`, the peers those of
+    the registry).
 
     Prints one table per family (and rescaled family) and the summary of
     :func:`garo_optax.meta._evaluate.summarize`; with ``--out``, also writes
@@ -180,6 +182,7 @@ def meta_eval_command(args: argparse.Namespace) -> int:
       The exit code.
     """
     from garo_optax import tasks as tasks_lib
+    from garo_optax._app import registry
     from garo_optax.meta import _evaluate, _train
 
     if args.steps is not None and args.steps < 1:
@@ -200,6 +203,8 @@ def meta_eval_command(args: argparse.Namespace) -> int:
 
         controllers["garo_v1"] = pretrained.pretrained("garo-v1")
     options = {"granularity": config.granularity, "lagged": config.lagged}
+    baselines = {n: registry.REGISTRY[n] for n in registry.META_EVAL_BASELINES}
+    contenders = {n: registry.REGISTRY[n] for n in peers}
     out = pathlib.Path(args.out) if args.out else None
     if out is not None:
         try:
@@ -220,7 +225,8 @@ def meta_eval_command(args: argparse.Namespace) -> int:
                 num_steps=steps,
                 sweep=not args.no_sweep,
                 garo_options=options,
-                peers=peers,
+                baselines=baselines,
+                peers=contenders,
             )
             rows = _evaluate.summary_rows(runs[label])
             tables.append(_evaluate.format_table(f"{label} ({steps} steps)", rows))

@@ -9,12 +9,14 @@ and the number of steps until the task-averaged training loss first reaches a
 threshold (the final training loss of ``adam`` at its default learning rate,
 so "steps to reach Adam's result").
 
-The baselines are optax's ``sgd``, ``sgd`` with momentum 0.9, ``adam`` and
-``adamw`` at their usual default learning rates (1e-2, 1e-2, 1e-3, 1e-3) and
-at the best of a 7-point log-spaced sweep around that default (factors
-10^-1.5 ... 10^1.5), best by final training loss. The tuning-free peers of
-:data:`garo_optax._src.peers.PEERS` (prodigy, D-Adaptation, DoG, Mechanic,
-COCOB, schedule-free, Polyak, ...) run once each, at their defaults.
+The optimizers compared are arguments (this module holds no list of them):
+``baselines``, each run at its default learning rate and at the best of a
+7-point log-spaced sweep around that default (factors 10^-1.5 ... 10^1.5),
+best by final training loss, and ``peers``, tuning-free optimizers run once
+each at their own settings. ``garo-optax meta-eval`` passes optax's ``sgd``,
+``sgd`` with momentum 0.9, ``adam`` and ``adamw`` (default rates 1e-2, 1e-2,
+1e-3, 1e-3) and the tuning-free peers (prodigy, D-Adaptation, DoG, Mechanic,
+COCOB, schedule-free, Polyak, ...) from its optimizer registry.
 
 **The reported loss curve.** The loss of step ``t`` is the training loss on
 step ``t``'s batch at the parameters the run would be evaluated at before its
@@ -40,7 +42,7 @@ how many it is no worse than the median tuning-free peer.
 import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -50,33 +52,24 @@ import optax
 from garo_optax import tasks as tasks_lib
 from garo_optax._src import controller as ctl
 from garo_optax._src import garo as garo_lib
-from garo_optax._src import peers as peers_lib
 from garo_optax.meta import _train
 
 
-def _sgd(lr, theta):
-    return optax.sgd(lr)
+class Contender(Protocol):
+    """An optimizer to compare (the program's registry entries are ones).
 
+    Attributes:
+      build: ``build(learning_rate, num_steps) -> optimizer``; the rate is a
+        traced scalar (ignored by an optimizer that sets its own).
+      default_lr: the baseline's default rate (unused for a peer).
+      eval_params: ``eval_params(opt_state, params) -> params``, where the
+        losses are taken (``None``: ``params``).
+    """
 
-def _sgd_momentum(lr, theta):
-    return optax.sgd(lr, momentum=0.9)
+    build: Callable[[jax.Array, int], optax.GradientTransformation]
+    default_lr: float | None
+    eval_params: Callable | None
 
-
-def _adam(lr, theta):
-    return optax.adam(lr)
-
-
-def _adamw(lr, theta):
-    return optax.adamw(lr)
-
-
-BASELINES: dict[str, tuple[Callable, float]] = {
-    "sgd": (_sgd, 1e-2),
-    "sgd_momentum": (_sgd_momentum, 1e-2),
-    "adam": (_adam, 1e-3),
-    "adamw": (_adamw, 1e-3),
-}
-"""optax baselines: name -> (``tx_fn(learning_rate, controller)``, default rate)."""
 
 SWEEP_FACTORS = tuple(10.0 ** (k / 2) for k in range(-3, 4))
 
@@ -222,19 +215,25 @@ def evaluate_family(
     controllers: dict[str, ctl.GaroController],
     family: tasks_lib.TaskFamily,
     *,
+    baselines: Mapping[str, Contender] | None = None,
+    peers: Mapping[str, Contender] | None = None,
     num_tasks: int = 4,
     num_steps: int = 1000,
     sweep: bool = True,
     seed: int = 0,
     garo_options: dict | None = None,
-    peers: Sequence[str] = (),
 ) -> dict[str, Curve]:
-    """Every controller, every baseline and the given peers on one family.
+    """Every controller, baseline and peer on one family.
 
     Args:
       controllers: name -> GARO controller (e.g. ``{"garo_init": ...,
         "garo_trained": ...}``).
       family: the task family.
+      baselines: name -> :class:`Contender`, each run at its ``default_lr``
+        (and swept, see ``sweep``); ``None``: none.
+      peers: name -> :class:`Contender`, each run once at its own settings
+        (losses at its ``eval_params``: the schedule-free ones' average);
+        ``None``: none.
       num_tasks: tasks per optimizer.
       num_steps: inner steps.
       sweep: also run each baseline at the best of :data:`SWEEP_FACTORS`
@@ -243,12 +242,10 @@ def evaluate_family(
       seed: the tasks' seed.
       garo_options: keyword arguments of :func:`garo_optax.garo` besides the
         controller (e.g. ``granularity``).
-      peers: names of :data:`garo_optax._src.peers.PEERS`, each run once at
-        its defaults (schedule-free ones evaluated at their average).
 
     Returns:
-      name -> :class:`Curve`, baselines at their default rate under their own
-      name, peers under theirs.
+      name -> :class:`Curve`: controllers, baselines at their default rate
+      under their own name (and ``<name>_swept``), then peers under theirs.
     """
     key = jax.random.PRNGKey(seed)
     kw = dict(num_tasks=num_tasks, num_steps=num_steps, key=key)
@@ -257,7 +254,8 @@ def evaluate_family(
     for name, theta in controllers.items():
         curve = run_optimizer(garo_fn, family, controller=theta, **kw)
         results[name] = curve._replace(learning_rate=float("nan"))
-    for name, (tx_fn, default) in BASELINES.items():
+    for name, baseline in (baselines or {}).items():
+        tx_fn, default = contender_fn(baseline.build, num_steps), baseline.default_lr
         results[name] = run_optimizer(tx_fn, family, learning_rate=default, **kw)
         if sweep:
             curves = [
@@ -267,9 +265,8 @@ def evaluate_family(
             best = min(curves, key=lambda c: c.final_loss)
             record = tuple((c.learning_rate, c.final_loss) for c in curves)
             results[f"{name}_swept"] = best._replace(sweep=record)
-    for name in peers:
-        peer = peers_lib.get_peer(name)
-        tx_fn = _peer_fn(peer.factory)
+    for name, peer in (peers or {}).items():
+        tx_fn = contender_fn(peer.build, num_steps)
         results[name] = run_optimizer(tx_fn, family, eval_params=peer.eval_params, **kw)
     return results
 
@@ -279,10 +276,21 @@ def _garo_fn(options: tuple):
     return lambda lr, theta: garo_lib.garo(theta, **dict(options))
 
 
-@functools.lru_cache(maxsize=32)
-def _peer_fn(factory):
-    # One function per peer, so that its compiled runs are cached.
-    return lambda lr, theta: factory()
+@functools.lru_cache(maxsize=64)
+def contender_fn(build: Callable, num_steps: int) -> Callable:
+    """The ``tx_fn`` of :func:`run_optimizer` for a :class:`Contender`'s build.
+
+    Cached: one function per optimizer and length, so that all its runs
+    share one compilation (the compiled runs are cached by function).
+
+    Args:
+      build: ``build(learning_rate, num_steps) -> optimizer``.
+      num_steps: the runs' inner steps.
+
+    Returns:
+      ``tx_fn(learning_rate, controller) -> optimizer``.
+    """
+    return lambda lr, theta: build(lr, num_steps)
 
 
 def scale_label(scale: float) -> str:
