@@ -2,9 +2,11 @@
 
 ``REGISTRY`` lists every public optimizer with minimal keyword arguments
 (``test_common.test_registry_covers_public_api`` fails until a new one is
-there); ``cases`` turns it into ``pytest.param``s for one property, honouring
-each entry's ``xfail``. ``mixed_tree`` and ``unroll`` are the problems and the
-driver the property tests share.
+there): the configurations ``CONFORMANCE`` of the program's optimizer registry
+(``garo_optax._app.registry``), whose factories and options they take, plus the
+fields only the tests need. ``cases`` turns it into ``pytest.param``s for one
+property, honouring each entry's ``xfail``. ``mixed_tree`` and ``unroll`` are
+the problems and the driver the property tests share.
 """
 
 import contextlib
@@ -21,6 +23,7 @@ import optax
 import pytest
 
 import garo_optax
+from garo_optax._app import registry as optimizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,65 +101,73 @@ _LOCAL_COLLAPSE = (
 _SEED = ("version",)
 _GARO_CONVERGE = dict(learning_rate_init=1e-3, momentum_init=0.9)
 
-# One entry per line (or two); ``# fmt: off`` keeps the table compact.
+RATE = 1e-2
+"""The suite's learning rate (the registry's defaults are training rates: at
+1e-3, a step of a bfloat16 parameter near 1 rounds away)."""
+
+
+def registered(name: str, converge, steps: int, factory=None, **fields) -> Entry:
+    """The entry ``name`` of the optimizer registry (``garo_optax._app.registry``)
+    with the suite's fields: its factory and options (``factory`` replaces
+    the factory where a test wraps it), at :data:`RATE`."""
+    spec = optimizers.get(name)
+    return Entry(
+        name,
+        factory or spec.function,
+        spec.kwargs(RATE),
+        converge,
+        steps,
+        covers=spec.covers,
+        **fields,
+    )
+
+
+# One entry per line (or two), in the registry's CONFORMANCE order;
+# ``# fmt: off`` keeps the table compact.
 # fmt: off
 REGISTRY: tuple[Entry, ...] = (
     # CLARA (garo_optax/_src/clara.py).
-    Entry("clara_sgd", garo_optax.clara_sgd, dict(learning_rate=1e-2),
-          dict(learning_rate=0.1), 10_000, lr_in_state=True, strict_promotion=True),
-    Entry("clara_sgd_global", garo_optax.clara_sgd,
-          dict(learning_rate=1e-2, normalize="global"), dict(learning_rate=0.1),
-          10_000, lr_in_state=True, strict_promotion=True),
-    Entry("adam_clara", garo_optax.adam_clara, dict(learning_rate=1e-2),
-          dict(learning_rate=0.03), 5_000, lr_in_state=True, strict_promotion=True),
-    Entry("adam_clara_global", garo_optax.adam_clara_global, dict(learning_rate=1e-2),
-          dict(learning_rate=0.03), 3_000, static_args=_SEED, lr_in_state=True),
-    Entry("adam_clara_local", garo_optax.adam_clara_local, dict(learning_rate=1e-2),
-          dict(learning_rate=0.03), 5_000, static_args=_SEED, lr_in_state=True,
-          xfail={"convergence": _LOCAL_COLLAPSE}),
-    Entry("adam_clara_local_clamped", garo_optax.adam_clara_local,
-          dict(learning_rate=1e-2, faithful=False), dict(learning_rate=0.1), 3_000,
-          static_args=_SEED, lr_in_state=True),
-    Entry("adam_clara_smoothed", garo_optax.adam_clara_smoothed,
-          dict(learning_rate=1e-2), dict(learning_rate=0.03), 3_000,
-          static_args=_SEED, lr_in_state=True),
-    Entry("adam_clara_smoothed_v1", garo_optax.adam_clara_smoothed,
-          dict(learning_rate=1e-2, version=1), dict(learning_rate=0.01), 5_000,
-          static_args=_SEED, lr_in_state=True),
-    Entry("adam+scale_by_clara", adam_then_scale_by_clara, dict(learning_rate=1e-2),
-          dict(learning_rate=0.03), 5_000, lr_in_state=True,
-          covers=("scale_by_clara",)),
+    registered("clara_sgd", dict(learning_rate=0.1), 10_000, lr_in_state=True,
+               strict_promotion=True),
+    registered("clara_sgd_global", dict(learning_rate=0.1), 10_000, lr_in_state=True,
+               strict_promotion=True),
+    registered("adam_clara", dict(learning_rate=0.03), 5_000, lr_in_state=True,
+               strict_promotion=True),
+    registered("adam_clara_global", dict(learning_rate=0.03), 3_000, static_args=_SEED,
+               lr_in_state=True),
+    registered("adam_clara_local", dict(learning_rate=0.03), 5_000, static_args=_SEED,
+               lr_in_state=True, xfail={"convergence": _LOCAL_COLLAPSE}),
+    registered("adam_clara_local_clamped", dict(learning_rate=0.1), 3_000,
+               static_args=_SEED, lr_in_state=True),
+    registered("adam_clara_smoothed", dict(learning_rate=0.03), 3_000,
+               static_args=_SEED, lr_in_state=True),
+    registered("adam_clara_smoothed_v1", dict(learning_rate=0.01), 5_000,
+               static_args=_SEED, lr_in_state=True),
+    # The registry's composable form, with scale_by_clara under strict promotion.
+    registered("adam+scale_by_clara", dict(learning_rate=0.03), 5_000,
+               factory=adam_then_scale_by_clara, lr_in_state=True),
     # AutoSGM (garo_optax/_src/autosgm.py); its ``lr`` is per leaf, not a scalar.
-    Entry("autosgm", garo_optax.autosgm, dict(learning_rate=1e-2),
-          dict(learning_rate=0.03), 3_000, strict_promotion=True,
-          covers=("scale_by_autosgm",)),
-    Entry("autosgm_adam", garo_optax.autosgm,
-          dict(learning_rate=1e-2, eps=1e-8, eps_in_sqrt=False),
-          dict(learning_rate=0.03), 3_000, strict_promotion=True),
-    Entry("autosgm_markov_window", garo_optax.autosgm,
-          dict(learning_rate=1e-2, numerator="markov", zero=0.5,
-               window=garo_optax.window_schedule("raised_cosine", length=1000)),
-          dict(learning_rate=0.1), 5_000, strict_promotion=True),
-    Entry("from_asgm_config", garo_optax.from_asgm_config,
-          dict(lr_cfg=(True, 1e-2, 0)), dict(lr_cfg=(True, 0.03, 0)), 3_000,
-          strict_promotion=True),
+    registered("autosgm", dict(learning_rate=0.03), 3_000, strict_promotion=True),
+    registered("autosgm_adam", dict(learning_rate=0.03), 3_000, strict_promotion=True),
+    registered("autosgm_markov_window", dict(learning_rate=0.1), 5_000,
+               strict_promotion=True),
+    registered("from_asgm_config", dict(lr_cfg=(True, 0.03, 0)), 3_000,
+               strict_promotion=True),
     # GARO (garo_optax/_src/garo.py): it reads the loss, so value= is always passed.
-    Entry("garo", garo_optax.garo, dict(), _GARO_CONVERGE, 5_000, needs_value=True,
-          lr_in_state=True, strict_promotion=True, covers=("scale_by_garo",)),
-    Entry("garo_lagged_coupled", garo_optax.garo,
-          dict(lagged=True, coupled_wd=True, momentum_nonneg=True, seed=1),
-          _GARO_CONVERGE, 5_000, needs_value=True, lr_in_state=True,
-          strict_promotion=True),
-    Entry("garo_per_tensor", garo_optax.garo, dict(granularity="per_tensor"),
-          _GARO_CONVERGE, 5_000, needs_value=True, strict_promotion=True),
-    Entry("garo_per_tensor_lagged", garo_optax.garo,
-          dict(granularity="per_tensor", lagged=True, seed=2), _GARO_CONVERGE, 5_000,
-          needs_value=True, strict_promotion=True),
+    registered("garo", _GARO_CONVERGE, 5_000, needs_value=True, lr_in_state=True,
+               strict_promotion=True),
+    registered("garo_lagged_coupled", _GARO_CONVERGE, 5_000, needs_value=True,
+               lr_in_state=True, strict_promotion=True),
+    registered("garo_per_tensor", _GARO_CONVERGE, 5_000, needs_value=True,
+               strict_promotion=True),
+    registered("garo_per_tensor_lagged", _GARO_CONVERGE, 5_000, needs_value=True,
+               strict_promotion=True),
 )
 # fmt: on
 
 _NAMES = [e.name for e in REGISTRY]
 assert len(set(_NAMES)) == len(_NAMES), "registry names must be unique"
+assert tuple(_NAMES) == optimizers.CONFORMANCE, "the registry's CONFORMANCE, in order"
 
 FLOATS = {
     "float16": jnp.float16,
