@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import garo_optax
-from garo_optax._app import cli
+from garo_optax._app import cli, registry
 
 # Compiling dominates these tests; see the root conftest.py.
 pytestmark = pytest.mark.usefixtures("fast_compile")
@@ -26,12 +26,36 @@ def test_list_prints_every_public_optimizer_with_its_summary(capsys):
     assert cli.main(["list"]) == 0
     lines = capsys.readouterr().out.splitlines()
     optimizers = cli.public_optimizers()
-    assert len(lines) == len(optimizers)
-    for line, (name, factory) in zip(lines, optimizers.items()):
+    public, blank, configurations = lines[: len(optimizers)], *_split(lines)
+    for line, (name, factory) in zip(public, optimizers.items(), strict=True):
         assert line.split()[0] == name
         assert line.endswith(cli.summary(factory))
         assert cli.summary(factory)
+    assert blank == "" and configurations == cli.registry_lines()
     assert "ScaleByClaraState" not in "\n".join(lines)
+
+
+def _split(lines):
+    at = lines.index("")
+    return lines[at], lines[at + 1 :]
+
+
+def test_list_prints_the_optimizer_registry():
+    lines = cli.registry_lines()
+    assert len(lines) == 1 + len(registry.REGISTRY)
+    for line, (name, spec) in zip(lines[1:], registry.REGISTRY.items(), strict=True):
+        label = name if spec.bench else f"{name}*"
+        assert line.split()[:2] == [label, spec.group]
+        assert line.endswith(spec.description)
+
+
+def test_every_public_optimizer_has_a_registry_entry():
+    """Each public optimizer of ``garo_optax.__all__`` is configured by (or
+    stood for by) at least one entry of the optimizer registry."""
+    public = set(cli.public_optimizers())
+    assert {"garo", "adam_clara", "autosgm", "scale_by_clara"} <= public
+    missing = public - registry.covered_public_names()
+    assert not missing, f"public optimizers without a registry entry: {missing}"
 
 
 def test_every_command_is_registered_in_help(capsys):

@@ -78,12 +78,40 @@ def summary(obj: Any) -> str:
     return doc.strip().splitlines()[0] if doc.strip() else ""
 
 
+def registry_lines() -> list[str]:
+    """The lines of ``garo-optax list`` about the optimizer registry.
+
+    A header, then one line per entry of
+    :data:`garo_optax._app.registry.REGISTRY`: its name (``*``: not in
+    ``garo-optax bench``'s default run), family, default learning rate
+    (``-``: it sets its own) and description.
+
+    Returns:
+      The lines.
+    """
+    from garo_optax._app import registry  # imports optax.contrib's peers
+
+    width = max(map(len, registry.REGISTRY)) + 1
+    lines = [
+        "configurations of the optimizer registry (* not in the default "
+        "`garo-optax bench` run):"
+    ]
+    for name, spec in registry.REGISTRY.items():
+        label = name if spec.bench else f"{name}*"
+        rate = "-" if spec.default_lr is None else f"{spec.default_lr:g}"
+        lines.append(
+            f"  {label:<{width}}  {spec.group:<7}  {rate:>6}  {spec.description}"
+        )
+    return lines
+
+
 def _list(args: argparse.Namespace) -> int:
     del args
     optimizers = public_optimizers()
     width = max(map(len, optimizers), default=0)
     for name, factory in optimizers.items():
         print(f"{name:<{width}}  {summary(factory)}")
+    print("\n" + "\n".join(registry_lines()))
     return 0
 
 
@@ -113,7 +141,11 @@ def _meta_eval(args: argparse.Namespace) -> int:
 
 
 COMMANDS: tuple[Command, ...] = (
-    Command("list", "list the public optimizers with one-line summaries", _list),
+    Command(
+        "list",
+        "list the public optimizers and the registry's configurations",
+        _list,
+    ),
     Command(
         "bench",
         "compare every optimizer on real small tasks (--speed, --claims)",
