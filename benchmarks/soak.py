@@ -1,8 +1,10 @@
 """Soak benchmark: every garo_optax transform on long runs, against optax.adam.
 
-Each public transform, in the configurations of the conformance registry (CLARA
-and its seed variants, AutoSGM, GARO) plus `optax.adam` (the reference of every
-ratio) and `optax.sgd`, trains two fixed problems for many steps:
+Each public transform, in the configurations of the conformance suite (CLARA
+and its seed variants, AutoSGM, GARO: `registry.CONFORMANCE` of the optimizer
+registry `garo_optax/_app/registry.py`, whose factories and options the soak
+takes) plus `optax.adam` (the reference of every ratio) and `optax.sgd`, trains
+two fixed problems for many steps:
 
 * `noisy_quadratic`: the noisy quadratic model of `garo_optax.meta`
   (`noisy_quadratic_family`) with its config set outright: 100 dimensions,
@@ -72,6 +74,7 @@ except ImportError:  # Run from a checkout without installing the package.
     import garo_optax
 from garo_optax import meta
 from garo_optax._app import bench as bench_lib
+from garo_optax._app import registry
 from garo_optax._app.step_time import environment
 
 QUADRATIC_STEPS = 100_000
@@ -153,113 +156,54 @@ class Entry:
     initial_lr: Callable[[float], float] | None = None
 
 
-def adam_then_scale_by_clara(
-    learning_rate: float, *, b1: float = 0.9, c: float = 0.2, damping: float = 1e-3
-) -> optax.GradientTransformationExtraArgs:
-    """The composable form: Adam's direction, CLARA's rate, the sign flip."""
-    return optax.chain(
-        optax.scale_by_adam(b1=b1),
-        garo_optax.scale_by_clara(
-            learning_rate,
-            c=c,
-            damping=damping,
-            mu=garo_optax.adam_clara_reference(c, b1),
-        ),
-        optax.scale_by_learning_rate(1.0),
-    )
-
-
-def _garo(**kwargs):
-    return lambda lr: garo_optax.garo(learning_rate_init=lr, **kwargs)
-
-
 def _same(lr: float) -> float:
     return lr
 
 
-def _entries() -> tuple[Entry, ...]:
-    # Rates: optax.adam's for the Adam-like ones (1e-2 on the quadratic, whose
-    # largest curvature is 1; 1e-3 on the MLP); CLARA's unit steps move each
-    # tensor by `lr` in norm; GARO's is the `learning_rate_init` of its heads.
-    adam_like = {"noisy_quadratic": 1e-2, "mlp_digits": 1e-3}
-    sgd_like = {"noisy_quadratic": 0.1, "mlp_digits": 1e-2}
-    window = garo_optax.window_schedule("raised_cosine", length=1000)
-    clara = dict(probe=_clara_probe, initial_lr=_same)
-    autosgm = dict(probe=_clara_probe, probe_init=False)
-    garo = dict(probe=_garo_probe, initial_lr=_same)
-    garo_rates = {"noisy_quadratic": 1e-2, "mlp_digits": 1e-2}
-    return (
-        Entry("adam", optax.adam, adam_like),
-        Entry("sgd", optax.sgd, {"noisy_quadratic": 0.1, "mlp_digits": 0.05}),
-        Entry("clara_sgd", garo_optax.clara_sgd, sgd_like, **clara),
-        Entry(
-            "clara_sgd_global",
-            lambda lr: garo_optax.clara_sgd(lr, normalize="global"),
-            sgd_like,
-            **clara,
-        ),
-        Entry("adam_clara", garo_optax.adam_clara, adam_like, **clara),
-        Entry("adam_clara_global", garo_optax.adam_clara_global, adam_like, **clara),
-        Entry("adam_clara_local", garo_optax.adam_clara_local, adam_like, **clara),
-        Entry(
-            "adam_clara_local_clamped",
-            lambda lr: garo_optax.adam_clara_local(lr, faithful=False),
-            adam_like,
-            **clara,
-        ),
-        Entry(
-            "adam_clara_smoothed", garo_optax.adam_clara_smoothed, adam_like, **clara
-        ),
-        Entry(
-            "adam_clara_smoothed_v1",
-            lambda lr: garo_optax.adam_clara_smoothed(lr, version=1),
-            adam_like,
-            **clara,
-        ),
-        Entry("adam+scale_by_clara", adam_then_scale_by_clara, adam_like, **clara),
-        # The "constant" numerator's lr is the rate itself at every step.
-        Entry("autosgm", garo_optax.autosgm, adam_like, initial_lr=_same, **autosgm),
-        Entry(
-            "autosgm_adam",
-            lambda lr: garo_optax.autosgm(lr, eps=1e-8, eps_in_sqrt=False),
-            adam_like,
-            initial_lr=_same,
-            **autosgm,
-        ),
-        # The "markov" numerator and the window rescale the rate: no initial lr.
-        Entry(
-            "autosgm_markov_window",
-            lambda lr: garo_optax.autosgm(
-                lr, numerator="markov", zero=0.5, window=window
-            ),
-            adam_like,
-            **autosgm,
-        ),
-        Entry(
-            "from_asgm_config",
-            lambda lr: garo_optax.from_asgm_config(lr_cfg=(True, lr, 0)),
-            adam_like,
-            initial_lr=_same,
-            **autosgm,
-        ),
-        Entry("garo", _garo(), garo_rates, **garo),
-        Entry(
-            "garo_lagged_coupled",
-            _garo(lagged=True, coupled_wd=True, momentum_nonneg=True, seed=1),
-            garo_rates,
-            **garo,
-        ),
-        Entry("garo_per_tensor", _garo(granularity="per_tensor"), garo_rates, **garo),
-        Entry(
-            "garo_per_tensor_lagged",
-            _garo(granularity="per_tensor", lagged=True, seed=2),
-            garo_rates,
-            **garo,
-        ),
-    )
+# Rates per problem (soak settings, not registry facts): optax.adam's for the
+# Adam-like ones (1e-2 on the quadratic, whose largest curvature is 1; 1e-3 on
+# the MLP); CLARA's unit steps move each tensor by `lr` in norm; GARO's is the
+# `learning_rate_init` of its heads.
+ADAM_LIKE = {"noisy_quadratic": 1e-2, "mlp_digits": 1e-3}
+SGD_LIKE = {"noisy_quadratic": 0.1, "mlp_digits": 1e-2}
+GARO_RATES = {"noisy_quadratic": 1e-2, "mlp_digits": 1e-2}
+RATES = {
+    "sgd": {"noisy_quadratic": 0.1, "mlp_digits": 0.05},
+    "clara_sgd": SGD_LIKE,
+    "clara_sgd_global": SGD_LIKE,
+}
+"""Rates of the entries whose rates are not :data:`ADAM_LIKE` (nor GARO's)."""
+
+# The "markov" numerator and the window rescale the rate: no initial lr.
+RESCALED_RATE = ("autosgm_markov_window",)
+
+TRANSFORMS: tuple[str, ...] = ("adam", "sgd", *registry.CONFORMANCE)
+"""The soak's transforms: entries of the optimizer registry
+(``garo_optax._app.registry``), the conformance suite's configurations."""
 
 
-ENTRIES: tuple[Entry, ...] = _entries()
+def registry_entry(name: str) -> Entry:
+    """The soak's :class:`Entry` of the registry's configuration ``name``.
+
+    It builds the registry's ``function`` with its options at the soak's rate
+    (GARO: the rate is ``learning_rate_init``); CLARA and AutoSGM report the
+    state's ``lr``, GARO its hyperparameters.
+    """
+    spec = registry.get(name)
+    if spec.group == "garo":
+        build = lambda lr: spec.function(**spec.options, learning_rate_init=lr)
+        return Entry(name, build, GARO_RATES, _garo_probe, initial_lr=_same)
+    build = lambda lr: spec.function(**spec.kwargs(lr))
+    rates = RATES.get(name, ADAM_LIKE)
+    if spec.group == "clara":
+        return Entry(name, build, rates, _clara_probe, initial_lr=_same)
+    if spec.group == "autosgm":  # its lr is 0 until the first step
+        initial_lr = None if name in RESCALED_RATE else _same
+        return Entry(name, build, rates, _clara_probe, False, initial_lr)
+    return Entry(name, build, rates)
+
+
+ENTRIES: tuple[Entry, ...] = tuple(map(registry_entry, TRANSFORMS))
 """Every transform of the soak, ``optax.adam`` (the reference) first."""
 
 # ----------------------------------------------------------------------------

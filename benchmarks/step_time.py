@@ -1,5 +1,7 @@
 """Per-step time of garo_optax's CLARA and AutoSGM optimizers against optax.
 
+The optimizers (`OPTIMIZERS`) are entries of the optimizer registry
+`garo_optax/_app/registry.py`, at this benchmark's rates and windows.
 Compared against `optax.adam` and `optax.sgd`: `adam_clara`, `clara_sgd`, and
 three AutoSGM configurations: `autosgm_adam` (the "constant" numerator with
 optax.adam's hyperparameters, the same update as `optax.adam(1e-3)`),
@@ -61,6 +63,7 @@ try:
 except ImportError:  # Run from a checkout without installing the package.
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
     import garo_optax
+from garo_optax._app import registry
 from garo_optax._app.step_time import (
     BANDWIDTH_BYTES,
     SIZES,
@@ -116,42 +119,44 @@ RATIOS = (
 )
 # The window of the AutoSGM "markov" entries.
 WINDOW_LENGTH = 10_000
+WINDOW = garo_optax.window_schedule("raised_cosine", length=WINDOW_LENGTH)
+
+
+OPTIMIZERS: dict[str, tuple[str, float | None, dict]] = {
+    "adam": ("adam", 1e-3, {}),
+    "adam_clara": ("adam_clara", 1e-3, {}),
+    "sgd": ("sgd", 1e-3, {}),
+    "clara_sgd": ("clara_sgd", 1e-3, {}),
+    "autosgm_adam": ("autosgm_adam", 1e-3, {}),
+    "autosgm_markov": ("autosgm_markov_rc", 1e-3, {}),  # window: WINDOW_LENGTH
+    "autosgm_markov_zero": ("autosgm_markov_window", 1e-3, {"window": WINDOW}),
+    "sgd_momentum": ("sgd_momentum", 0.01, {}),
+    "garo": ("garo", None, {}),
+    "garo_lagged": ("garo", None, {"lagged": True}),
+    "garo_per_tensor": ("garo_per_tensor", None, {}),
+    "garo_per_tensor_lagged": ("garo_per_tensor", None, {"lagged": True}),
+}
+"""Timed name -> (entry of the optimizer registry ``garo_optax._app.registry``,
+learning rate, options replaced in the entry's)."""
+
+
+def build(name: str) -> optax.GradientTransformation:
+    """The optimizer timed as ``name`` (a key of :data:`OPTIMIZERS`)."""
+    entry, learning_rate, options = OPTIMIZERS[name]
+    spec = registry.get(entry)
+    if not options:  # a schedule over the run spans WINDOW_LENGTH steps
+        return spec.build(learning_rate, WINDOW_LENGTH)
+    return spec.function(**{**spec.kwargs(learning_rate), **options})
 
 
 def default_optimizers() -> dict[str, optax.GradientTransformation]:
-    """The optimizers compared by default.
+    """The optimizers compared by default (:data:`OPTIMIZERS`).
 
     optax's and CLARA's at their default hyperparameters; AutoSGM in its Adam
     configuration (the update of `optax.adam(1e-3)`) and with the "markov"
     numerator and a raised-cosine window, with the filter's zero at 0 and 0.5.
     """
-    window = garo_optax.window_schedule("raised_cosine", length=WINDOW_LENGTH)
-    return {
-        "adam": optax.adam(1e-3),
-        "adam_clara": garo_optax.adam_clara(1e-3),
-        "sgd": optax.sgd(1e-3),
-        "clara_sgd": garo_optax.clara_sgd(1e-3),
-        "autosgm_adam": garo_optax.autosgm(
-            1e-3,
-            pole=0.9,
-            zero=0.0,
-            b2=0.999,
-            eps=1e-8,
-            eps_in_sqrt=False,
-            numerator="constant",
-        ),
-        "autosgm_markov": garo_optax.autosgm(1e-3, numerator="markov", window=window),
-        "autosgm_markov_zero": garo_optax.autosgm(
-            1e-3, numerator="markov", zero=0.5, window=window
-        ),
-        "sgd_momentum": optax.sgd(0.01, momentum=0.9),
-        "garo": garo_optax.garo(),
-        "garo_lagged": garo_optax.garo(lagged=True),
-        "garo_per_tensor": garo_optax.garo(granularity="per_tensor"),
-        "garo_per_tensor_lagged": garo_optax.garo(
-            granularity="per_tensor", lagged=True
-        ),
-    }
+    return {name: build(name) for name in OPTIMIZERS}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -164,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "--optimizers",
         nargs="+",
         default=None,
-        choices=sorted(default_optimizers()),
+        choices=sorted(OPTIMIZERS),
         help="time only these (default: all)",
     )
     parser.add_argument("--rounds", type=int, default=20)
@@ -178,9 +183,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--out", default=None, help="write the results as JSON")
     args = parser.parse_args(argv)
 
-    optimizers = default_optimizers()
-    if args.optimizers:
-        optimizers = {k: v for k, v in optimizers.items() if k in args.optimizers}
+    names = [k for k in OPTIMIZERS if not args.optimizers or k in args.optimizers]
+    optimizers = {name: build(name) for name in names}
     report = {"environment": environment(), "sizes": {}}
     for size in args.sizes:
         d, vocab = SIZES[size]
