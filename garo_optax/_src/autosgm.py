@@ -284,7 +284,7 @@ def _step_coefficients(
         gamma = scalar(config.zero)
         if _is_concrete(config.pole):
             beta_state = scalar(1.0 if config.pole_is_zero else config.pole)
-            if not config.pole_is_zero and config.numerator != "constant":
+            if not config.pole_is_zero:
                 lookahead = gamma * in_gain / beta
         else:
             beta_state = jnp.where(beta == 0, 1.0, beta)
@@ -389,8 +389,9 @@ def _smoothing_filter(
         return q, q.astype(mu.dtype)
     state = _cast(coef.beta, work) * old + _cast(coef.state_gain, work) * g
     if coef.lookahead is not None:
-        # q from the new state: the step, which waits for the numerator, then
-        # reads the new state, so mu is updated in place instead of copied first.
+        # q from the new state, as optax's Nesterov: read from the old state, q
+        # and the new state are two loops that both read mu, so XLA copies mu
+        # before the one that overwrites it (a third pass over memory).
         q = state + _cast(coef.lookahead, work) * g
     else:
         q = _cast(coef.beta_state, work) * old + _cast(coef.in_gain, work) * g
