@@ -1,10 +1,12 @@
 """The tuning-free peer optimizers of optax 0.2.8, one registry.
 
 Every comparison of GARO with the learning-rate-free optimizers of optax
-(``garo-optax meta-eval``, ``garo-optax bench``) takes them from :data:`PEERS`,
-so that they all run the same optimizers, at the same settings, in the same
-way. Each entry is an optax optimizer at its documented defaults, built by a
-no-argument ``factory``; how a training loop must drive it is in the entry:
+(``garo-optax meta-eval``, ``garo-optax bench``) takes them from :data:`PEERS`
+(through the program's optimizer registry, ``garo_optax._app.registry``, which
+adds them to its entries), so that they all run the same optimizers, at the
+same settings, in the same way. Each entry is an optax optimizer at its
+documented defaults, built by a no-argument ``factory``; how a training loop
+must drive it is in the entry:
 
 * ``update(grads, state, params, value=loss)``: every peer is built with
   :func:`optax.with_extra_args_support`, so the loss may always be passed;
