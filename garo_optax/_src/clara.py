@@ -541,8 +541,10 @@ def _scale_by_adam_clara(
         count = optax.safe_increment(state.count)
         scalars = _adam_scalars(b1, b2, eps, count, state.lr_factor.dtype)
         moments = [_adam_moments(scalars, g, m, v) for g, m, v in zip(grads, mus, nus)]
+        copies = xla_cpu.sum_copies(grads)
         forms = [
-            _AdamDirection(scalars, m, v, count, k) for k, (m, v) in enumerate(moments)
+            _AdamDirection(scalars, m, v, count, k)
+            for (m, v), k in zip(moments, copies)
         ]
         new_updates, new_paths, lr_factor, lr, base_lr = _clara_step(
             config,
@@ -651,7 +653,7 @@ class _AdamDirection(NamedTuple):
     m: jax.Array
     v: jax.Array
     count: jax.Array  # The run-time anchor of `xla_cpu.private_copy`.
-    leaf: int
+    copy: int | None  # The norm's copy of its scalar (`xla_cpu.sum_copies`).
 
     def squared_norm(self) -> jax.Array:
         """``|a|^2 = bc2 / bc1^2 * sum(|m / (sqrt(v) + eps * sqrt(bc2))|^2)``."""
@@ -660,7 +662,7 @@ class _AdamDirection(NamedTuple):
         # The sum's own copy: leaves of one shape would else share one
         # broadcast, which XLA:CPU then writes out as an array.
         offset = xla_cpu.private_copy(
-            s.epsilon * jnp.sqrt(s.correction2), self.count, self.leaf
+            s.epsilon * jnp.sqrt(s.correction2), self.count, self.copy
         )
         denominator = jnp.sqrt(v) + offset.astype(v.dtype)
         x = m / denominator.astype(m.dtype)
@@ -814,14 +816,3 @@ def adam_clara(
         ),
         optax.scale_by_learning_rate(1.0),
     )
-
-
-def __getattr__(name: str):
-    # The seed variants moved to clara_seed.py; `_src/bench.py` still reads
-    # them from here (`clara.adam_clara_global`). Imported on first use, since
-    # clara_seed imports this module.
-    if name in ("adam_clara_global", "adam_clara_local", "adam_clara_smoothed"):
-        from garo_optax._src import clara_seed
-
-        return getattr(clara_seed, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

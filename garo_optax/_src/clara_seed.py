@@ -105,6 +105,14 @@ def _adam_then_seed_rule(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+# The loops that read Adam's direction.
+_PATH, _STEP = 0, 1
+# Copies of scalars (xla_cpu.private_copy) for the step loop, and for the
+# sums where the loops read the same scalar; copies >= 1 are the sums' of
+# further leaves of one shape.
+_STEP_COPY, _SUM_COPY = -1, -2
+
+
 class _AdamDirection(NamedTuple):
     """Adam's direction of one leaf, ``a = m_hat / (sqrt(v_hat) + eps)``.
 
@@ -120,33 +128,30 @@ class _AdamDirection(NamedTuple):
     correction2: jax.Array
     eps: jax.typing.ArrayLike
     count: jax.Array  # The run-time anchor of the private copies.
-    leaf: int
+    copy: int | None  # The sums' copy of their scalars (`xla_cpu.sum_copies`).
 
-    def loop_form(self, copy: int) -> jax.Array:
-        """``a`` as optax computes it; ``copy`` 0 or 1 (the path and the step)."""
+    def loop_form(self, loop: int) -> jax.Array:
+        """``a`` as optax computes it, for the path (0) or the step (1) loop."""
         m, v = self.m, self.v
         # The step loop's own copies of the corrections: see private_copy.
-        own = lambda x: xla_cpu.private_copy(x, self.count, -1) if copy else x
+        own = lambda x: xla_cpu.private_copy(
+            x, self.count, _STEP_COPY if loop else None
+        )
         m_hat = m / own(self.correction1).astype(m.dtype)
         v_hat = v / own(self.correction2).astype(v.dtype)
-        # A Python eps is rounded to the leaf's dtype, as a weakly typed one.
-        eps = self.eps
-        eps = jnp.asarray(eps, v_hat.dtype) if isinstance(eps, float) else eps
-        return m_hat / (jnp.sqrt(v_hat) + eps)
+        return m_hat / (jnp.sqrt(v_hat) + _leaf_eps(self.eps, v_hat.dtype))
 
-    # The two sums over a leaf read `a` in two forms with one divide each
-    # (fewer than `loop_form`: the sums' kernels pay for each operation),
-    # different up to sqrt(v), which XLA would else compute once and store,
-    # and with this leaf's own scalars (see xla_cpu.private_copy). Equal to
-    # `a` up to rounding.
+    # The sums over a leaf read `a` in forms with one divide (fewer than
+    # `loop_form`: the sums' kernels pay for each operation) and scalars
+    # that no loop and no other leaf's sum reads (see xla_cpu.private_copy).
+    # Equal to `a` up to rounding.
 
     def ratio(self) -> jax.Array:
         """``a / s`` as ``m / (sqrt(v) + eps * sqrt(bc2))`` in the compute
         dtype, with ``s = sqrt(bc2) / bc1`` (:meth:`scale`)."""
         work, real = self._dtypes()
-        own = lambda x: xla_cpu.private_copy(x, self.count, 2 * self.leaf)
         root = jnp.sqrt(numerics.as_real(self.correction2, real))
-        offset = own(numerics.as_real(self.eps, real) * root).astype(work)
+        offset = self.own(numerics.as_real(self.eps, real) * root).astype(work)
         return self.m.astype(work) / (jnp.sqrt(self.v.astype(work)) + offset)
 
     def scale(self) -> jax.Array:
@@ -156,45 +161,56 @@ class _AdamDirection(NamedTuple):
         return jnp.sqrt(numerics.as_real(self.correction2, real)) / correction1
 
     def scaled(self, gain: jax.Array) -> jax.Array:
-        """``gain * a`` as ``(gain / bc1) m / (sqrt(v (1 / bc2)) + eps)``."""
+        """``gain * a`` as ``(gain / bc1) m / (sqrt(v (1 / bc2)) + eps)``,
+        which shares no ``sqrt(v)`` with :meth:`ratio` (XLA would else store
+        it for the two sums of version 1)."""
         work, real = self._dtypes()
-        own = lambda x: xla_cpu.private_copy(x, self.count, 2 * self.leaf + 1)
         correction1 = numerics.as_real(self.correction1, real)
         inverse2 = 1 / numerics.as_real(self.correction2, real)
-        numerator = own(gain / correction1).astype(work) * self.m.astype(work)
-        v = self.v.astype(work) * own(inverse2).astype(work)
-        eps = own(numerics.as_real(self.eps, real)).astype(work)
-        return numerator / (jnp.sqrt(v) + eps)
+        eps = _sum_copy(numerics.as_real(self.eps, real), self.count)
+        numerator = self.own(gain / correction1).astype(work) * self.m.astype(work)
+        v = self.v.astype(work) * self.own(inverse2).astype(work)
+        return numerator / (jnp.sqrt(v) + self.own(eps).astype(work))
+
+    def own(self, x: jax.Array) -> jax.Array:
+        """``x`` as this leaf's sums' copy (see :func:`xla_cpu.sum_copies`)."""
+        return xla_cpu.private_copy(x, self.count, self.copy)
 
     def _dtypes(self) -> tuple[jnp.dtype, jnp.dtype]:
         work = _compute_dtype(self.m)
         return work, numerics.real_dtype(work)
 
 
+def _sum_copy(x: jax.Array, anchor: jax.Array) -> jax.Array:
+    return xla_cpu.private_copy(x, anchor, _SUM_COPY)
+
+
+def _leaf_eps(eps, dtype):
+    # A Python eps is rounded to the leaf's dtype, as a weakly typed one.
+    return jnp.asarray(eps, dtype) if isinstance(eps, float) else eps
+
+
 def _adam_directions(grads, state, b1, b2, eps):
     """``optax.scale_by_adam``'s new state and, per flattened leaf, its
     direction as an :class:`_AdamDirection`.
 
-    The moments and the stored direction's loops are optax's expressions, so
-    the values are too, up to XLA's rewriting (it computes ``(m / bc1) / d``
-    as ``m / (bc1 * d)`` where the direction is not stored).
+    The moments and the direction's loops are optax's expressions, so the
+    values are too, up to XLA's rewriting (it computes ``(m / bc1) / d`` as
+    ``m / (bc1 * d)`` where the direction is not stored).
     """
     mu = optax.tree.update_moment(grads, state.mu, b1, 1)
     nu = optax.tree.update_moment_per_elem_norm(grads, state.nu, b2, 2)
     count = optax.safe_increment(state.count)
     corrections = 1 - b1**count, 1 - b2**count
+    mus, nus = jax.tree.leaves(mu), jax.tree.leaves(nu)
     directions = [
-        _AdamDirection(m, v, *corrections, eps, count, k)
-        for k, (m, v) in enumerate(zip(jax.tree.leaves(mu), jax.tree.leaves(nu)))
+        _AdamDirection(m, v, *corrections, eps, count, copy)
+        for m, v, copy in zip(mus, nus, xla_cpu.sum_copies(mus))
     ]
     new_state = optax.ScaleByAdamState(
         count=count, mu=mu, nu=optax.tree.cast_like(nu, state.nu)
     )
     return new_state, directions
-
-
-# The loops that read Adam's direction, each with its own expression.
-_PATH, _STEP = 0, 1
 
 
 def _seed_step(
@@ -213,21 +229,21 @@ def _seed_step(
     dtype = state.lr_factor.dtype
     cum = numerics.as_real(config.c, dtype)
     path_boost, _, _ = _SEED_CONSTANTS[(config.rule, config.version)]
+    unit = config.version == 1 and config.adapt
     finite = jnp.ones([], bool)
-    units = [jnp.ones([], dtype)] * len(paths)
-    if config.version == 1 and config.adapt:
+    inverse_norms = [None] * len(paths)
+    if unit:
         # v1 steps along (and accumulates) unit directions per tensor.
-        units, finite = _inverse_norms(directions, dtype)
+        inverse_norms, finite = _inverse_norms(directions, dtype)
 
     keep = 1.0 - cum
     coefficient = path_boost * jnp.sqrt(cum * (2.0 - cum))
     path_norms = [
-        _path_norm(a, p, keep, coefficient * n, dtype)
-        for a, p, n in zip(directions, paths, units)
+        _path_norm(a, p, keep, coefficient, n, dtype)
+        for a, p, n in zip(directions, paths, inverse_norms)
     ]
     finite &= jnp.isfinite(xla_cpu.sum_once(path_norms, dtype))
-    unit = config.version == 1 and config.adapt
-    loops = [_Loops(a, n if unit else None) for a, n in zip(directions, units)]
+    loops = [_Loops(a, n) for a, n in zip(directions, inverse_norms)]
     new_paths = [
         jnp.where(finite, _path_step(p, a.form(_PATH), keep, coefficient), p)
         for a, p in zip(loops, paths)
@@ -251,8 +267,8 @@ class _Loops(NamedTuple):
     direction: _AdamDirection
     inverse_norm: jax.Array | None
 
-    def form(self, copy: int) -> jax.Array:
-        a = self.direction.loop_form(copy)
+    def form(self, loop: int) -> jax.Array:
+        a = self.direction.loop_form(loop)
         return a if self.inverse_norm is None else _scaled(a, self.inverse_norm)
 
 
@@ -267,14 +283,19 @@ def _inverse_norms(directions, dtype) -> tuple[list[jax.Array], jax.Array]:
     return [jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2)) for s in norms], finite
 
 
-def _path_norm(direction: _AdamDirection, path, keep, gain, dtype) -> jax.Array:
-    """``|keep * path + gain * a|^2``, the squared norm of the new path (in
-    the path's dtype, as the path loop stores it), with this sum's own
-    scalars."""
+def _path_norm(a: _AdamDirection, path, keep, coefficient, inverse_norm, dtype):
+    """``|keep * path + coefficient * u|^2``, the squared norm of the new path,
+    with ``u`` Adam's direction ``a`` or (``inverse_norm`` given) its unit
+    direction; in sums that read no scalar a loop or another leaf reads."""
     work = _compute_dtype(path)
-    own = xla_cpu.private_copy(keep, direction.count, 2 * direction.leaf + 1)
-    stepped = own.astype(work) * path.astype(work) + direction.scaled(gain)
-    return numerics.squared_norm(stepped.astype(path.dtype), dtype)
+    if inverse_norm is None:
+        # keep^2 |path + (coefficient * s / keep) * ratio|^2: two scalars.
+        gain = a.own(coefficient * a.scale() / keep).astype(work)
+        stepped = path.astype(work) + gain * a.ratio()
+        return jnp.square(keep) * numerics.squared_norm(stepped, dtype)
+    own_keep = a.own(_sum_copy(keep, a.count)).astype(work)
+    stepped = own_keep * path.astype(work) + a.scaled(coefficient * inverse_norm)
+    return numerics.squared_norm(stepped, dtype)
 
 
 def _seed_rates(config: _SeedConfig, state, base, path_norms, sizes):

@@ -176,7 +176,12 @@ def running(
     return states
 
 
-def private_copy(x: jax.Array, anchor: jax.Array, index: int) -> jax.Array:
+# XLA:CPU sums arrays of at least this many elements with a YNNPACK kernel
+# (jax 0.10.2: 4,095 elements take a reduce, 4,096 a "ynn_fusion").
+YNN_SUM_MIN_SIZE = 4096
+
+
+def private_copy(x: jax.Array, anchor: jax.Array, index: int | None) -> jax.Array:
     """Returns ``x`` (a scalar) as copy number ``index``, which XLA keeps apart.
 
     Copies with different ``index`` are equal bit for bit, but XLA neither
@@ -186,37 +191,46 @@ def private_copy(x: jax.Array, anchor: jax.Array, index: int) -> jax.Array:
 
     - Its fusion never copies an expensive element-wise producer (a divide, a
       square root) into several consumers, and it does not fuse loops with
-      several outputs. An array expression read by k loops (Adam's direction
-      ``m / (sqrt(v) + eps)``, read by the path and by the parameter step) is
-      therefore written to a fresh temporary buffer on every step and read
-      back: more traffic, and a page fault per 1,000 parameters. With its
-      own scalar copy in each consumer, the k expressions differ, and each
-      loop recomputes the value in registers from the stored inputs.
-    - Its YNNPACK reduction kernels ("ynn_fusion" in the compiled HLO, the
-      multi-threaded sums that ``jnp.sum`` becomes) take in a scalar's
-      ``broadcast`` only if nothing else reads it. CSE merges the broadcasts
-      of one scalar (or constant) to one shape, so a scalar read by the sums
-      of two leaves of one shape (the layers of a model), or by a sum and a
-      loop, is written out as a full array (or ``0.8 * p`` as a product
-      array) that each kernel reads: give each leaf's sum its own copies.
+      several outputs. An array expression read by two loops (Adam's
+      direction ``m / (sqrt(v) + eps)``, read by the path and by the
+      parameter step) is therefore written to a fresh temporary buffer on
+      every step and read back: more traffic, and a page fault per 1,000
+      parameters. With a copy of a scalar in one of them, the expressions
+      differ, and each loop recomputes the value from the stored inputs.
+    - Its YNNPACK sums ("ynn_fusion" in the compiled HLO, the multi-threaded
+      kernels that ``jnp.sum`` of :data:`YNN_SUM_MIN_SIZE` elements or more
+      becomes) take in a scalar's ``broadcast`` only if nothing else reads
+      it. CSE merges the broadcasts of one scalar (or constant) to one shape,
+      so a scalar read by a sum and a loop, or by the sums of two leaves of
+      one shape (the layers of a model; see :func:`sum_copies`), is written
+      out as a full array (``0.8 * p`` as a product array) that the kernels
+      read.
     - Constant folding would merge copies of a constant again: the copy is
       ``x / 1`` with the 1 computed as ``b // b`` from ``b = (anchor + index)
       | 1``, a run-time value (as in :func:`computed_once`). Exact for every
-      value; four scalar instructions per copy.
+      value.
 
-    Measured gain: see :mod:`garo_optax._src.clara_seed` (the seed variants'
-    direction, read by two loops and two sums) and
-    :func:`garo_optax.adam_clara`. How to check it still pays: return ``x``
-    and count, in the compiled step of ``adam_clara_global`` on the 10M tree
-    of ``step_time``, the loop fusions that write an array which another
-    fusion reads (``wrapped_broadcast``, Adam's divide); with none, compare
-    ``garo-optax bench --speed --sizes 10M 100M``.
+    Each copy costs a scalar kernel, about 13 ms of compile time (XLA:CPU
+    compiles every small fusion separately): use as few as it takes.
+
+    Measured gain (interleaved in one process, 2 shared cores, jax 0.10.2;
+    the transformer trees of ``garo-optax bench --speed``; step time over
+    ``optax.adam``'s): ``adam_clara_smoothed`` without any copy 4.5x at 10M
+    and 4.0x at 100M, with them 2.1x and 1.9x (Adam's direction fused into
+    it: its loops and its path norms); the copies of further leaves of one
+    shape alone (:func:`sum_copies`) at 100M: ``adam_clara`` 2.44x -> 2.09x,
+    ``adam_clara_smoothed`` 2.98x -> 2.23x (at 10M within the noise).
+    AutoSGM: see :mod:`garo_optax._src.autosgm`. How to check it still pays:
+    make this ``return x`` and look, in the compiled step of those
+    optimizers on the 10M tree (``garo_optax._app.step_time.compile_step``),
+    for loop fusions whose array output another fusion reads
+    (``wrapped_broadcast``, a divide of Adam's direction); then time both
+    with ``garo-optax bench --speed --sizes 10M 100M``.
 
     Args:
       x: a real or complex scalar (any shape works).
       anchor: an integer scalar computed at run time (a step count).
-      index: which copy; consumers that must not share one use different
-        indices (any Python ints).
+      index: which copy (any Python int); ``None`` returns ``x`` itself.
 
     Returns:
       ``x``'s value, as a new array.
@@ -226,9 +240,45 @@ def private_copy(x: jax.Array, anchor: jax.Array, index: int) -> jax.Array:
       >>> private_copy(jnp.float32(-0.0), jnp.int32(3), 1)
       Array(-0., dtype=float32)
     """
+    if index is None:
+        return x
     x = jnp.asarray(x)
     bits = (anchor + index) | 1  # An integer anchor: never 0 (it may wrap).
     return _divided(x, jax.lax.div(bits, bits))
+
+
+def sum_copies(leaves: Sequence[jax.Array]) -> list[int | None]:
+    """Which :func:`private_copy` of a shared scalar each leaf's sum reads.
+
+    The sums of two leaves of one shape share the broadcasts of their
+    scalars, which XLA:CPU's YNNPACK sums then read as arrays (see
+    :func:`private_copy`). Each further leaf of a shape summed that way gets
+    its own copy, numbered from 1; the first leaf of each shape and the
+    leaves summed another way (fewer than :data:`YNN_SUM_MIN_SIZE` elements)
+    read the scalar itself (``None``), so that trees of many small leaves
+    pay no compile time for copies.
+
+    Args:
+      leaves: the arrays (or shape-dtype structs) summed, one per leaf.
+
+    Returns:
+      One entry per leaf: ``None`` or a copy number >= 1.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> sum_copies([jnp.zeros((64, 64)), jnp.zeros(10), jnp.zeros((64, 64))])
+      [None, None, 1]
+    """
+    seen: dict[tuple, int] = {}
+    copies = []
+    for leaf in leaves:
+        if leaf.size < YNN_SUM_MIN_SIZE:
+            copies.append(None)
+            continue
+        rank = seen.get(leaf.shape, 0)
+        seen[leaf.shape] = rank + 1
+        copies.append(rank or None)
+    return copies
 
 
 def _divided(x: jax.Array, one: jax.Array) -> jax.Array:
