@@ -193,9 +193,19 @@ def _tiny_leaf_groups(per_leaf) -> list[list[int]]:
     """
     groups = {}
     for k, (g, m, nu, w) in enumerate(per_leaf):
-        if 0 < g.size < _TINY_LEAF:
+        if 0 < g.size < _TINY_LEAF and not _explicitly_sharded(g, m, nu):
             groups.setdefault((g.dtype, m.dtype, nu.dtype, w), []).append(k)
     return [group for group in groups.values() if len(group) > 1]
+
+
+def _explicitly_sharded(*arrays) -> bool:
+    """Whether an array's type names a mesh axis (explicit sharding), which
+    forbids raveling it into a concatenation."""
+    for x in arrays:
+        spec = getattr(getattr(jax.typeof(x), "sharding", None), "spec", None)
+        if spec is not None and any(axis is not None for axis in spec):
+            return True
+    return False
 
 
 def _concatenated(per_leaf, group):
