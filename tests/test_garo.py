@@ -72,7 +72,7 @@ def test_head_init_scale_zero_is_sgd(key):
     """§5.1: lr, mom, wd constant; updates equal add_decayed_weights + sgd."""
     params = _tree(key)
     ref = optax.chain(optax.add_decayed_weights(1e-6), optax.sgd(0.01))
-    for kwargs in (dict(), dict(lagged=True), dict(coupled_wd=True)):
+    for kwargs in (dict(), dict(lagged=True), dict(weight_decay_mode="coupled")):
         opt = garo_optax.garo(head_init_scale=0.0, seed=3, **kwargs)
         state = _compare(opt, ref, params, 10)
         hp = garo_optax.hyperparams(state)
@@ -904,3 +904,28 @@ def test_nonfinite_first_loss_leaves_no_loss_history(key):
     _, state = opt.update(grads, state, params, value=jnp.float32(2.0))
     assert state.loss_count == 1
     assert float(_f4(state, jnp.float32(2.0))) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_coupled_wd_is_a_deprecated_spelling_of_weight_decay_mode():
+    """One vocabulary with AutoSGM: weight_decay_mode; coupled_wd still works."""
+    params = {"w": jnp.array([1.0, -2.0])}
+    grads = {"w": jnp.array([0.3, 0.1])}
+
+    def first_update(**kwargs):  # the third: only the momentum tells them apart
+        tx = garo_optax.garo(
+            weight_decay_init=0.1, head_init_scale=0.0, momentum_init=0.5, **kwargs
+        )
+        state = tx.init(params)
+        for _ in range(3):
+            updates, state = tx.update(grads, state, params)
+        return updates["w"]
+
+    coupled = first_update(weight_decay_mode="coupled")
+    decoupled = first_update()  # the default
+    assert not np.allclose(coupled, decoupled)
+    with pytest.warns(DeprecationWarning, match="weight_decay_mode='coupled'"):
+        np.testing.assert_array_equal(first_update(coupled_wd=True), coupled)
+    with pytest.warns(DeprecationWarning):
+        np.testing.assert_array_equal(first_update(coupled_wd=False), decoupled)
+    with pytest.raises(ValueError, match="weight_decay_mode"):
+        garo_optax.garo(weight_decay_mode="l2")

@@ -187,7 +187,7 @@ AUTOSGM_BAD = dict(
 GARO_VALID = dict(
     granularity=st.sampled_from(["global", "per_tensor"]),
     lagged=st.booleans(),
-    coupled_wd=st.booleans(),
+    weight_decay_mode=st.sampled_from(["coupled", "decoupled"]),
     momentum_nonneg=st.booleans(),
     skip_nonfinite=st.booleans(),
     seed=st.integers(0, 2**31 - 1),
@@ -205,6 +205,7 @@ CONTROLLER_BAD = dict(
     weight_decay_init=below(0.0),
     granularity=bad_choice(("global", "per_tensor")),
 )
+GARO_BAD = dict(CONTROLLER_BAD, weight_decay_mode=bad_choice(("coupled", "decoupled")))
 
 
 def _from_asgm(kwargs):
@@ -304,11 +305,11 @@ SPECS = {
         {},  # its tuple arguments are checked by test_autosgm's error tests
         build=_from_asgm,
     ),
-    "garo": Spec(garo_optax.garo, GARO_VALID, CONTROLLER_BAD, needs_value=True),
+    "garo": Spec(garo_optax.garo, GARO_VALID, GARO_BAD, needs_value=True),
     "scale_by_garo": Spec(
         garo_optax.scale_by_garo,
         GARO_VALID,
-        CONTROLLER_BAD,
+        GARO_BAD,
         needs_value=True,
         build=lambda kw: optax.chain(
             garo_optax.scale_by_garo(**kw), optax.scale_by_learning_rate(1.0)

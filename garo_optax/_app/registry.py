@@ -448,7 +448,12 @@ def _conformance_extras() -> dict[str, OptimizerSpec]:
                 (
                     "garo_lagged_coupled",
                     "lagged, coupled weight decay, momentum >= 0",
-                    dict(lagged=True, coupled_wd=True, momentum_nonneg=True, seed=1),
+                    dict(
+                        lagged=True,
+                        weight_decay_mode="coupled",
+                        momentum_nonneg=True,
+                        seed=1,
+                    ),
                 ),
                 ("garo_per_tensor", "per tensor", dict(granularity="per_tensor")),
                 (

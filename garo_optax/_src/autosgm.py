@@ -33,9 +33,9 @@ import jax.numpy as jnp
 import optax
 
 from garo_optax._src import numerics, schedules, validate, xla_cpu
+from garo_optax._src.validate import WeightDecayMode
 
 Numerator = Literal["constant", "chebyshev_scalar", "max_bound", "markov", "chebyshev"]
-WeightDecayMode = Literal["coupled", "decoupled"]
 
 # In the original's ``num_lrc`` order: the code of a numerator is its index.
 NUMERATORS: tuple[str, ...] = get_args(Numerator)

@@ -19,14 +19,16 @@ preconditioned direction.
 
 import dataclasses
 import functools
-from typing import Literal, NamedTuple
+import warnings
+from typing import Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from garo_optax._src import controller as ctl
-from garo_optax._src import numerics, xla_cpu
+from garo_optax._src import numerics, validate, xla_cpu
+from garo_optax._src.validate import WeightDecayMode
 
 NO_PARAMS_MSG = (
     "scale_by_garo needs params when weight decay is on (weight_decay_init > 0): "
@@ -55,6 +57,22 @@ class ScaleByGaroState(NamedTuple):
     nu: optax.Updates = None  # scale-free: Adam's second moment; else None.
     first_moment_scale: jax.Array | None = None  # scale-free: 1 - prod(mom).
     loss_first: jax.Array | None = None  # scale-free: the first finite loss.
+
+
+def _is_coupled(weight_decay_mode, coupled_wd) -> bool:
+    """``weight_decay_mode == "coupled"``, honouring the deprecated spelling."""
+    validate.check_choice(
+        "weight_decay_mode", weight_decay_mode, get_args(WeightDecayMode)
+    )
+    if coupled_wd is None:
+        return weight_decay_mode == "coupled"
+    warnings.warn(
+        "coupled_wd is deprecated: use weight_decay_mode='coupled' (coupled_wd=True)"
+        " or 'decoupled' (False)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return bool(coupled_wd)
 
 
 def _build_controller(controller, granularity, seed, options) -> ctl.GaroController:
@@ -230,19 +248,19 @@ def _loss_moments(loss, loss_ok, state: ScaleByGaroState):
     return mean, var
 
 
-def _seed_leaf_step(g, v, theta, hp, work, finite, coupled_wd):
+def _seed_leaf_step(g, v, theta, hp, work, finite, coupled):
     """Heavy ball with decoupled (or coupled) weight decay: (update, new v)."""
     lr, mom, wd = (x.astype(work) for x in hp)
     gw = g.astype(work)
     decay = None if theta is None else wd * theta.astype(work)
-    if coupled_wd and decay is not None:
+    if coupled and decay is not None:
         gw = gw + decay
     v_w = v.astype(work)
     v_new = jnp.where(finite, mom * v_w + gw, v_w).astype(v.dtype)
     # The step reads the stored buffer, not a recomputation from the old one,
     # so that XLA can overwrite the donated buffer without a copy.
     step = v_new.astype(work)
-    if decay is not None and not coupled_wd:
+    if decay is not None and not coupled:
         step = step + decay
     return jnp.where(finite, lr * step, 0).astype(g.dtype), v_new
 
@@ -418,7 +436,7 @@ class _Hyperparams(NamedTuple):
     wd: jax.Array
 
 
-def _leaf_updates(leaves, hp, state, design, finite, coupled_wd, per_tensor):
+def _leaf_updates(leaves, hp, state, design, finite, coupled, per_tensor):
     """Every leaf's ``(update, momentum[, nu])`` and the new first-moment scale."""
     of_leaf = (lambda x, k: x[k]) if per_tensor else (lambda x, k: x)
     hp_of = lambda k: _Hyperparams(*(of_leaf(x, k) for x in hp))
@@ -426,7 +444,7 @@ def _leaf_updates(leaves, hp, state, design, finite, coupled_wd, per_tensor):
     per_leaf = zip(leaves.grads, leaves.moms, leaves.nus, leaves.work)
     if not design.scale_free:
         outs = [
-            _seed_leaf_step(g, v, theta_of(k), hp_of(k), w, finite, coupled_wd)
+            _seed_leaf_step(g, v, theta_of(k), hp_of(k), w, finite, coupled)
             for k, (g, v, _, w) in enumerate(per_leaf)
         ]
         return outs, None
@@ -445,7 +463,7 @@ def _leaf_updates(leaves, hp, state, design, finite, coupled_wd, per_tensor):
             design,
             w,
             finite,
-            coupled_wd,
+            coupled,
         )
         for k, (g, m, nu, w) in enumerate(per_leaf)
     ]
@@ -482,7 +500,7 @@ def scale_by_garo(
     *,
     granularity: Literal["global", "per_tensor"] = "global",
     lagged: bool = False,
-    coupled_wd: bool = False,
+    weight_decay_mode: WeightDecayMode = "decoupled",
     momentum_nonneg: bool = False,
     skip_nonfinite: bool = True,
     seed: int = 0,
@@ -492,6 +510,7 @@ def scale_by_garo(
     momentum_init: float | None = None,
     weight_decay_init: float | None = None,
     scale_free: bool | None = None,
+    coupled_wd: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""The GARO step without the sign flip (see :func:`garo`).
 
@@ -505,7 +524,9 @@ def scale_by_garo(
       granularity: ``"global"`` or ``"per_tensor"`` (see :func:`garo`).
       lagged: take the hyperparameters of step :math:`t` from
         :math:`h_{t-1}` (step 1 then uses exactly the ``*_init`` values).
-      coupled_wd: add ``wd * params`` to the gradient before the momentum.
+      weight_decay_mode: ``"decoupled"`` (``wd * params`` added to the step,
+        AdamW's) or ``"coupled"`` (added to the gradient before the moments,
+        L2), as in :func:`garo_optax.autosgm`.
       momentum_nonneg: clip the momentum to [0, 0.99] (always so in the
         scale-free design).
       skip_nonfinite: on a non-finite incoming update, emit zeros and keep the
@@ -518,6 +539,8 @@ def scale_by_garo(
       momentum_init: option of :func:`garo_optax.init_controller`.
       weight_decay_init: option of :func:`garo_optax.init_controller`.
       scale_free: option of :func:`garo_optax.init_controller`.
+      coupled_wd: deprecated: ``weight_decay_mode="coupled"`` (``True``) or
+        ``"decoupled"`` (``False``).
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` object.
@@ -539,6 +562,7 @@ def scale_by_garo(
         weight_decay_init=weight_decay_init,
         scale_free=scale_free,
     )
+    coupled = _is_coupled(weight_decay_mode, coupled_wd)
     controller = _build_controller(controller, granularity, seed, options)
     hidden_size = ctl.check_controller(controller, granularity)
     design = controller.design
@@ -588,7 +612,7 @@ def scale_by_garo(
         hp = xla_cpu.computed_once(_Hyperparams(lr, mom, wd))
         finite = xla_cpu.computed_once(finite)
         outs, first_scale = _leaf_updates(
-            leaves, hp, state, design, finite, coupled_wd, per_tensor
+            leaves, hp, state, design, finite, coupled, per_tensor
         )
         candidate = _next_scalars(state, h, norm, hp, loss, loss_ok, design)
         if design.scale_free:
@@ -612,7 +636,7 @@ def garo(
     *,
     granularity: Literal["global", "per_tensor"] = "global",
     lagged: bool = False,
-    coupled_wd: bool = False,
+    weight_decay_mode: WeightDecayMode = "decoupled",
     momentum_nonneg: bool = False,
     skip_nonfinite: bool = True,
     seed: int = 0,
@@ -622,6 +646,7 @@ def garo(
     momentum_init: float | None = None,
     weight_decay_init: float | None = None,
     scale_free: bool | None = None,
+    coupled_wd: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""GARO: a frozen GRU emits the learning rate, momentum and weight decay.
 
@@ -661,8 +686,8 @@ def garo(
     features (log-norm, norm change, cosine, normalized loss) depend on the
     gradient scale.
 
-    With ``coupled_wd=True``, :math:`g_t + \lambda_t \theta_{t-1}` enters the
-    moments instead. With ``granularity="per_tensor"`` (spec §4.9) the
+    With ``weight_decay_mode="coupled"``, :math:`g_t + \lambda_t \theta_{t-1}`
+    enters the moments instead. With ``granularity="per_tensor"`` (spec §4.9) the
     features are computed per leaf (the loss is shared), each leaf has its own
     hidden state and hyperparameters, and the mean over leaves of ``ctx_w``
     times the previous hidden states is appended to every leaf's features. The
@@ -709,7 +734,7 @@ def garo(
         ``"per_tensor"``: one hidden state and one (lr, mom, wd) per leaf, from
         the same GRU applied to per-leaf features plus a mean-context.
       lagged: take the hyperparameters of step :math:`t` from :math:`h_{t-1}`.
-      coupled_wd: add the weight decay to the gradient before the momentum.
+      weight_decay_mode: ``"decoupled"`` or ``"coupled"`` (see above).
       momentum_nonneg: clip the momentum to [0, 0.99] (seed design).
       skip_nonfinite: skip steps whose incoming update is not finite.
       seed: seed of the controller drawn when ``controller`` is ``None``.
@@ -719,6 +744,8 @@ def garo(
       momentum_init: option of :func:`garo_optax.init_controller`.
       weight_decay_init: option of :func:`garo_optax.init_controller`.
       scale_free: option of :func:`garo_optax.init_controller`.
+      coupled_wd: deprecated: ``weight_decay_mode="coupled"`` (``True``) or
+        ``"decoupled"`` (``False``).
 
     Returns:
       A :class:`optax.GradientTransformationExtraArgs` object.
@@ -749,6 +776,7 @@ def garo(
             controller,
             granularity=granularity,
             lagged=lagged,
+            weight_decay_mode=weight_decay_mode,
             coupled_wd=coupled_wd,
             momentum_nonneg=momentum_nonneg,
             skip_nonfinite=skip_nonfinite,

@@ -8,9 +8,12 @@ validation can not break hyperparameter injection.
 import math
 import numbers
 from collections.abc import Collection
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+
+# Where weight decay enters, one vocabulary for every transform.
+WeightDecayMode = Literal["coupled", "decoupled"]
 
 
 def float32_value(value: float) -> float:
