@@ -135,7 +135,7 @@ def test_profile_steps_at_the_ratios(tmp_path):
 
 def test_figures_stand_in_for_pyplot():
     pytest.importorskip("matplotlib")
-    plt = bench_report._pyplot()
+    plt = bench_report.pyplot()
     fig, axes = plt.subplots(2, 3, figsize=(3, 2), squeeze=False, sharey="row")
     assert axes.shape == (2, 3) and type(fig).__name__ == "Figure"
     plt.close(fig)

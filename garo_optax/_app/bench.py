@@ -305,7 +305,8 @@ def seed_keys(seeds: Sequence[int]) -> jax.Array:
     return jnp.stack([jax.random.PRNGKey(s) for s in seeds])
 
 
-def _finite(x: np.ndarray) -> np.ndarray:
+def inf_if_not_finite(x: np.ndarray) -> np.ndarray:
+    """``x`` with every NaN and infinity replaced by +inf (a diverged run)."""
     return np.where(np.isfinite(x), x, np.inf)
 
 
@@ -313,7 +314,7 @@ def final_losses(losses: np.ndarray) -> np.ndarray:
     """Per seed, the mean training loss of the last 10% of steps (inf if not
     finite)."""
     tail = max(losses.shape[-1] // 10, 1)
-    return _finite(np.mean(_finite(losses[..., -tail:]), axis=-1))
+    return inf_if_not_finite(np.mean(inf_if_not_finite(losses[..., -tail:]), axis=-1))
 
 
 def seed_mean(x: np.ndarray) -> np.ndarray:
@@ -335,7 +336,7 @@ def steps_to_threshold(curve: np.ndarray, threshold: float) -> int | None:
     """The first step (1-based) whose smoothed loss is at most ``threshold``."""
     if not math.isfinite(threshold):
         return None
-    hits = np.nonzero(smooth(_finite(curve)) <= threshold)[0]
+    hits = np.nonzero(smooth(inf_if_not_finite(curve)) <= threshold)[0]
     return int(hits[0]) + 1 if hits.size else None
 
 
@@ -528,7 +529,7 @@ def execute(prepared: Prepared) -> Result:
         learning_rate=rate,
         final_loss=final_losses(out.losses),
         eval_loss=np.asarray(out.eval_loss, np.float64),
-        curve=np.mean(_finite(out.losses), axis=0),
+        curve=np.mean(inf_if_not_finite(out.losses), axis=0),
         probes=seed_mean(out.probes),
         run_s=seconds,
         compile_s=prepared.compile_s,

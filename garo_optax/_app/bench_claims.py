@@ -87,7 +87,7 @@ def autosgm_claim(seeds, steps: dict[str, int], progress=None) -> dict:
             runs = _runs(task, _autosgm_build(numerator), steps[task], seeds, values)
             report[task][numerator] = {
                 z: {
-                    "curve": np.mean(bench._finite(r.losses), axis=0),
+                    "curve": np.mean(bench.inf_if_not_finite(r.losses), axis=0),
                     "final": bench.final_losses(r.losses),
                 }
                 for z, r in zip(AUTOSGM_ZEROS, runs)
@@ -138,7 +138,7 @@ def garo_claim(tasks, seeds, steps: dict[str, int], progress=None, workers=2) ->
 
 
 def _fmt(x) -> str:
-    return bench_report._num(float(x))
+    return bench_report.format_number(float(x))
 
 
 def autosgm_table(report: dict) -> str:
@@ -204,7 +204,7 @@ def garo_table(results, thresholds) -> str:
 
 
 def plot_autosgm(path, report: dict) -> None:
-    plt = bench_report._pyplot()
+    plt = bench_report.pyplot()
     tasks = list(report)
     fig, axes = plt.subplots(
         len(tasks),
@@ -237,7 +237,7 @@ def plot_autosgm(path, report: dict) -> None:
 
 
 def plot_clara(path, report: dict) -> None:
-    plt = bench_report._pyplot()
+    plt = bench_report.pyplot()
     tasks = list(report)
     fig, axes = plt.subplots(
         len(tasks),

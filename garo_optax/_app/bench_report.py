@@ -41,7 +41,8 @@ CSV_FIELDS = (
 )
 
 
-def _num(x: float) -> str:
+def format_number(x: float) -> str:
+    """A loss for the tables: 3 significant digits, exponents below 1e-3."""
     if not math.isfinite(x):
         return "inf" if x > 0 else "nan"
     return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
@@ -50,7 +51,8 @@ def _num(x: float) -> str:
 def _mean_std(values: np.ndarray) -> str:
     if not np.all(np.isfinite(values)):
         return "diverged"
-    return f"{_num(float(np.mean(values)))} ± {_num(float(np.std(values)))}"
+    mean, std = float(np.mean(values)), float(np.std(values))
+    return f"{format_number(mean)} ± {format_number(std)}"
 
 
 def format_table(results: Sequence[bench.Result], thresholds: dict) -> str:
@@ -82,7 +84,7 @@ def format_table(results: Sequence[bench.Result], thresholds: dict) -> str:
         seeds = rows[0].final_loss.shape[0]
         lines.append(
             f"{task} ({steps} steps, {seeds} seeds; threshold "
-            f"{_num(thresholds.get(task, math.nan))}): "
+            f"{format_number(thresholds.get(task, math.nan))}): "
             f"{bench.TASKS[task].description if task in bench.TASKS else task}"
         )
         lines.append(header)
@@ -97,7 +99,8 @@ def format_table(results: Sequence[bench.Result], thresholds: dict) -> str:
             if np.isnan(r.eval_loss).all():
                 evaluation = "-"
             stt = "-" if r.steps_to_threshold is None else str(r.steps_to_threshold)
-            lr = "own" if math.isnan(r.learning_rate) else _num(r.learning_rate)
+            rate = r.learning_rate
+            lr = "own" if math.isnan(rate) else format_number(rate)
             lines.append(
                 f"{mark} {r.optimizer:<22} {lr:>8} {r.runs:>4} "
                 f"{_mean_std(r.final_loss):>21}"
@@ -296,7 +299,7 @@ class _Figures:
         del fig
 
 
-def _pyplot():
+def pyplot():
     """A stand-in for pyplot's ``subplots``/``close`` (bare figures)."""
     _figure(None)  # the ImportError hint, early
     return _Figures
@@ -488,7 +491,9 @@ def _loss_panel(ax, rows: Sequence[bench.Result], styles: dict) -> None:
     ax.set_title(f"{rows[0].task} ({steps} steps, {seeds} seeds)", fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
-    labels = [f"{i + 1}. {r.optimizer} {_num(_score(r))}" for i, r in enumerate(best)]
+    labels = [
+        f"{i + 1}. {r.optimizer} {format_number(_score(r))}" for i, r in enumerate(best)
+    ]
     ax.legend(
         handles,
         labels,
