@@ -98,13 +98,9 @@ class ScaleByAutoSgmState(NamedTuple):
     corr_clip: optax.Updates | None = None
 
 
-def _is_concrete(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _is_static_zero(value: Any) -> bool:
     # A subnormal double is 0 in float32, where it would divide (the pole).
-    return _is_concrete(value) and validate.float32_value(value) == 0
+    return validate.is_concrete_number(value) and validate.float32_value(value) == 0
 
 
 def _is_complex(dtype) -> bool:
@@ -261,7 +257,7 @@ def _input_gain(config: _AutoSgmConfig, default: jax.Array, dtype) -> jax.Array:
     gain = config.gain
     if config.debias or gain is None or _is_static_zero(gain):
         return default  # Debiasing cancels any gain.
-    if _is_concrete(gain):
+    if validate.is_concrete_number(gain):
         return jnp.asarray(gain, dtype)
     return jnp.where(jnp.asarray(gain, dtype) == 0, default, jnp.asarray(gain, dtype))
 
@@ -282,7 +278,7 @@ def _step_coefficients(
     state_gain = beta_state = lookahead = None
     if not config.zero_is_zero:
         gamma = scalar(config.zero)
-        if _is_concrete(config.pole):
+        if validate.is_concrete_number(config.pole):
             beta_state = scalar(1.0 if config.pole_is_zero else config.pole)
             if not config.pole_is_zero:
                 lookahead = gamma * in_gain / beta

@@ -28,7 +28,6 @@ The filter, for an input sequence :math:`x_t` (the gradient) and output
 """
 
 import math
-import numbers
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -60,21 +59,8 @@ class QuadraticStability(NamedTuple):
     loop_gain: float  # k = learning_rate * curvature * gain / (1 - zero).
 
 
-def _as_float(name: str, value: Any) -> float:
-    """A real scalar (Python, NumPy or 0-d array, not bool) as a Python float."""
-    if not isinstance(value, bool) and isinstance(value, numbers.Real):
-        return float(value)
-    try:
-        array = np.asarray(value)
-    except (TypeError, ValueError):  # e.g. ragged sequences
-        array = np.asarray(None)
-    if array.ndim != 0 or array.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must be a real number, got {value!r}")
-    return float(array)
-
-
 def _check_finite(name: str, value: Any) -> float:
-    result = _as_float(name, value)
+    result = validate.as_real(name, value)
     if not math.isfinite(result):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return result
@@ -82,9 +68,9 @@ def _check_finite(name: str, value: Any) -> float:
 
 def _check_filter(pole: Any, zero: Any, gain: Any) -> tuple[float, float, float]:
     """Validates the filter's parameters; returns them with the gain resolved."""
-    beta = _as_float("pole", pole)
+    beta = validate.as_real("pole", pole)
     validate.check_interval("pole", beta, 0.0, 1.0, high_closed=False)
-    gamma = _as_float("zero", zero)
+    gamma = validate.as_real("zero", zero)
     validate.check_interval("zero", gamma, 0.0, 1.0, high_closed=False)
     if gain is None:
         eta = 1.0 - beta

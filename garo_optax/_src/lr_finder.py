@@ -53,13 +53,6 @@ class LRFinderResult(NamedTuple):
         return plot_lr_finder(self, path=path, ax=ax)
 
 
-def _as_float(name: str, value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a real number, got {value!r}") from None
-
-
 def _check_batches(batches: Any, num_steps: int) -> None:
     if callable(batches):
         return
@@ -226,10 +219,10 @@ def lr_finder(
             f"GradientTransformation), got {optimizer_factory!r}"
         )
     validate.check_integer("num_steps", num_steps, 2)
-    min_lr = _as_float("min_lr", min_lr)
-    max_lr = _as_float("max_lr", max_lr)
-    divergence_factor = _as_float("divergence_factor", divergence_factor)
-    smoothing = _as_float("smoothing", smoothing)
+    min_lr = validate.as_real("min_lr", min_lr)
+    max_lr = validate.as_real("max_lr", max_lr)
+    divergence_factor = validate.as_real("divergence_factor", divergence_factor)
+    smoothing = validate.as_real("smoothing", smoothing)
     validate.check_positive("min_lr", min_lr)
     validate.check_interval(
         "max_lr", max_lr, min_lr, math.inf, low_closed=False, high_closed=False

@@ -53,9 +53,7 @@ _GOLDEN_FRACTION = (math.sqrt(5.0) - 1.0) / 2.0
 def _as_static_float(value: Any) -> Any:
     # Python and NumPy numbers become Python floats (weakly typed in jnp, so strict
     # dtype promotion accepts them); arrays pass through unchanged.
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
-    return value
+    return float(value) if validate.is_concrete_number(value) else value
 
 
 def _float_dtype() -> jnp.dtype:

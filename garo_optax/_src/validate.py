@@ -29,8 +29,28 @@ def float32_value(value: float) -> float:
         return float(np.float32(value))
 
 
-def _is_concrete_number(value: Any) -> bool:
+def is_concrete_number(value: Any) -> bool:
+    """A Python or NumPy real number (not a bool, not an array): a value the
+    checks can read at construction time without breaking ``jit``."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def as_real(name: str, value: Any) -> float:
+    """A real scalar (Python, NumPy or 0-d array, not a bool) as a Python float.
+
+    Raises:
+      ValueError: naming ``name``, for anything else (strings, bools, arrays
+        with more than one element, complex numbers).
+    """
+    if is_concrete_number(value):
+        return float(value)
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError):  # e.g. ragged sequences
+        array = np.asarray(None)
+    if array.ndim != 0 or array.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    return float(array)
 
 
 def check_interval(
@@ -59,7 +79,7 @@ def check_interval(
     Returns:
       None.
     """
-    if not _is_concrete_number(value):
+    if not is_concrete_number(value):
         return
     if allow_inf and math.isinf(value):
         if (value > 0 and high is None) or (value < 0 and low is None):
@@ -153,7 +173,7 @@ def check_range(name: str, value: Any) -> tuple[float, float]:
     ok = (
         isinstance(value, tuple | list)
         and len(value) == 2
-        and all(_is_concrete_number(v) for v in value)
+        and all(is_concrete_number(v) for v in value)
     )
     if not ok:
         raise ValueError(f"{name} must be a pair (low, high) of numbers, got {value!r}")
