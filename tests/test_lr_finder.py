@@ -305,6 +305,8 @@ def _quadratic_args(**kwargs):
         (dict(min_lr=0.0), r"min_lr must be in \(0, inf\), got 0.0"),
         (dict(min_lr=-1e-3), "min_lr must be in"),
         (dict(min_lr="small"), "min_lr must be a real number"),
+        (dict(min_lr="1e-3"), "min_lr must be a real number"),  # no parsing
+        (dict(smoothing=True), "smoothing must be a real number"),
         (dict(max_lr=1e-7), r"max_lr must be in \(1e-07, inf\), got 1e-07"),
         (dict(min_lr=1.0, max_lr=0.5), "max_lr must be in"),
         (dict(max_lr=math.inf), "max_lr must be in"),
