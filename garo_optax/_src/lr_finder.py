@@ -272,10 +272,10 @@ def lr_finder(
         diverged = diverged | ~jnp.isfinite(smoothed) | (smoothed > factor * best)
         updates, new_state = tx.update(grads, opt_state, params, value=loss)
         new_params = optax.apply_updates(params, updates)
-        freeze = lambda old, new: jnp.where(diverged, old, new)
+        freeze = lambda old, new: optax.tree.where(diverged, old, new)
         carry = (
-            jax.tree.map(freeze, params, new_params),
-            jax.tree.map(freeze, opt_state, new_state),
+            freeze(params, new_params),
+            freeze(opt_state, new_state),
             freeze(avg, new_avg),
             freeze(best, jnp.minimum(best, smoothed)),
             diverged,

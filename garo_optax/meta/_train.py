@@ -967,12 +967,11 @@ def make_meta_train(
         grad_norm = optax.tree.norm(grad)
         # A non-finite estimate is skipped (the populations still advance).
         finite = jnp.isfinite(grad_norm)
-        grad = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), grad)
+        grad = optax.tree.where(finite, grad, optax.tree.zeros_like(grad))
         updates, opt_state = outer.update(grad, state.opt_state, state.controller)
         controller = optax.apply_updates(state.controller, updates)
-        keep = lambda new, old: jnp.where(finite, new, old)
-        controller = jax.tree.map(keep, controller, state.controller)
-        opt_state = jax.tree.map(keep, opt_state, state.opt_state)
+        controller = optax.tree.where(finite, controller, state.controller)
+        opt_state = optax.tree.where(finite, opt_state, state.opt_state)
         metrics = {
             "meta_loss": sum(values.values()) / len(values),
             "grad_norm": grad_norm,
