@@ -71,7 +71,9 @@ def _adam_then_seed_rule(
     optax.scale_by_learning_rate(1.0))`` with its state (the tuple of the four
     states) and its outputs, except that Adam's direction is never stored:
     each of its consumers recomputes it from the moments
-    (:func:`_adam_directions`).
+    (:func:`_adam_directions`). Step time over ``optax.adam``'s (2 cores,
+    interleaved with the chain in one process): 3.6-3.7x -> 2.2x at 10M
+    parameters, 4.0-6.3x -> 2.2x at 100M.
     """
     decay = _coupled_weight_decay(weight_decay, None)
     adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
