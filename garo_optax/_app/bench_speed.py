@@ -329,22 +329,33 @@ def format_compile(report: dict) -> str:
 
 def plot_compile(path, report: dict) -> None:
     """Compile seconds against leaves, one line per optimizer (log-log)."""
+    import matplotlib
     from matplotlib.figure import Figure
 
     leaves = [int(n) for n in report["leaves"]]
     names = list(dict.fromkeys(k for v in report["leaves"].values() for k in v))
-    fig = Figure(figsize=(8, 6))
+    fig = Figure(figsize=(9, 6))
     ax = fig.add_subplot()
+    # One colour family per algorithm, so that 20 lines stay tellable apart.
+    families = {"autosgm": "Oranges", "clara": "Purples", "garo": "Reds"}
+    members = {f: [n for n in names if f in n] for f in families}
     for name in names:
         seconds = [
             report["leaves"][str(n)].get(name, {}).get("compile_s", np.nan)
             for n in leaves
         ]
-        style = dict(lw=3, color="black") if name in REFERENCES else {}
+        if name in REFERENCES:
+            style = dict(lw=3, color="black", ls="-" if name == "adam" else "--")
+        else:
+            family = next((f for f in families if f in name), None)
+            group = members.get(family, [name])
+            shade = 0.35 + 0.6 * group.index(name) / max(len(group) - 1, 1)
+            cmap = matplotlib.colormaps[families.get(family, "Greys")]
+            style = dict(color=cmap(shade), ls=("-", "--", ":", "-.")[len(name) % 4])
         ax.plot(leaves, seconds, marker="o", label=name, **style)
     ax.set(xscale="log", yscale="log", xlabel="leaves", ylabel="compile seconds")
-    ax.set_title("First-call compile time of the jitted step")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("First-call compile time of the jitted step (black: optax)")
+    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.savefig(path, dpi=120, bbox_inches="tight")
 
 
