@@ -232,7 +232,10 @@ def optimizer_runner(
       of `params` and its state and returns the wall-clock seconds it took;
       `info` holds `compile_s`, `temp_bytes` and the `hlo_counts` of the step.
     """
-    carry = [_copy(params), tx.init(params)]
+    # The state copied too: some optax inits share a buffer between state
+    # leaves, or with params (prodigy, dog, mechanize, cocob), which donation
+    # refuses.
+    carry = [_copy(params), _copy(tx.init(params))]
     start = time.perf_counter()
     compiled = make_step(tx).lower(*carry, grads).compile()
     info = {"compile_s": time.perf_counter() - start}
