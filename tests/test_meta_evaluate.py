@@ -281,7 +281,7 @@ def test_peers_get_value_and_report_the_loss_at_their_eval_params(name):
 
 
 def test_rescaled_family_loss_is_exactly_c_times():
-    scaled = _evaluate.scale_loss(TINY, 1e3)
+    scaled = garo_optax.tasks.rescaled(TINY, 1e3)
     assert scaled.name == "tiny_quadratic@loss1e3"
     config = TINY.sample(jax.random.PRNGKey(0))
     params = jnp.array([0.3, -1.2, 2.0])
@@ -293,7 +293,7 @@ def test_rescaled_family_loss_is_exactly_c_times():
     assert rosenbrock.name == "rosenbrock@loss1e-3"
     assert rosenbrock.task(rosenbrock.sample(jax.random.PRNGKey(0))).eval_loss is None
     assert _evaluate.scaled_family("rosenbrock", 1.0).name == "rosenbrock"
-    assert _evaluate.scale_label(2.5) == "2.5"
+    assert garo_optax.tasks.format_scale(2.5) == "2.5"
 
 
 def test_summary_counts_equal_a_count_from_the_curves():

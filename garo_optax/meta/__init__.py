@@ -17,24 +17,24 @@ parameter scales).
 from garo_optax.meta._checkpoint import Checkpointer as Checkpointer
 from garo_optax.meta._checkpoint import load_controller as load_controller
 from garo_optax.meta._checkpoint import save_controller as save_controller
-from garo_optax.meta._train import InnerState as InnerState
+from garo_optax.meta._estimators import TruncatedState as TruncatedState
+from garo_optax.meta._estimators import full_meta_gradient as full_meta_gradient
+from garo_optax.meta._estimators import population_sharding as population_sharding
+from garo_optax.meta._estimators import truncated_init as truncated_init
+from garo_optax.meta._estimators import truncated_step as truncated_step
 from garo_optax.meta._train import MetaConfig as MetaConfig
 from garo_optax.meta._train import MetaState as MetaState
-from garo_optax.meta._train import TruncatedState as TruncatedState
-from garo_optax.meta._train import UnrollOutput as UnrollOutput
 from garo_optax.meta._train import check_config as check_config
-from garo_optax.meta._train import checkpointed_scan as checkpointed_scan
-from garo_optax.meta._train import full_meta_gradient as full_meta_gradient
-from garo_optax.meta._train import init_inner as init_inner
 from garo_optax.meta._train import initial_controller as initial_controller
-from garo_optax.meta._train import log_loss as log_loss
 from garo_optax.meta._train import make_meta_train as make_meta_train
 from garo_optax.meta._train import meta_train as meta_train
-from garo_optax.meta._train import population_sharding as population_sharding
 from garo_optax.meta._train import resolve_family as resolve_family
-from garo_optax.meta._train import truncated_init as truncated_init
-from garo_optax.meta._train import truncated_step as truncated_step
-from garo_optax.meta._train import unroll as unroll
+from garo_optax.meta._unroll import InnerState as InnerState
+from garo_optax.meta._unroll import UnrollOutput as UnrollOutput
+from garo_optax.meta._unroll import checkpointed_scan as checkpointed_scan
+from garo_optax.meta._unroll import init_inner as init_inner
+from garo_optax.meta._unroll import log_loss as log_loss
+from garo_optax.meta._unroll import unroll as unroll
 from garo_optax.tasks import EXTRA_TRAIN_FAMILIES as EXTRA_TRAIN_FAMILIES
 from garo_optax.tasks import FAMILIES as FAMILIES
 from garo_optax.tasks import HELD_OUT_FAMILIES as HELD_OUT_FAMILIES
@@ -45,6 +45,7 @@ from garo_optax.tasks import augmented as augmented
 from garo_optax.tasks import autoencoder_digits_family as autoencoder_digits_family
 from garo_optax.tasks import char_transformer_family as char_transformer_family
 from garo_optax.tasks import cnn_digits_family as cnn_digits_family
+from garo_optax.tasks import format_scale as format_scale
 from garo_optax.tasks import get_family as get_family
 from garo_optax.tasks import logistic_family as logistic_family
 from garo_optax.tasks import mlp_breast_cancer_family as mlp_breast_cancer_family
@@ -76,6 +77,7 @@ __all__ = (
     "check_config",
     "checkpointed_scan",
     "cnn_digits_family",
+    "format_scale",
     "full_meta_gradient",
     "get_family",
     "init_inner",

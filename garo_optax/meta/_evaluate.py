@@ -52,7 +52,7 @@ import optax
 from garo_optax import tasks as tasks_lib
 from garo_optax._src import controller as ctl
 from garo_optax._src import garo as garo_lib
-from garo_optax.meta import _train
+from garo_optax.meta import _unroll
 
 
 class Contender(Protocol):
@@ -94,7 +94,7 @@ class Curve(NamedTuple):
     sweep: tuple[tuple[float, float], ...] = ()
 
 
-def _train_steps(task: tasks_lib.Task, opt, state: _train.InnerState, num_steps, at):
+def _train_steps(task: tasks_lib.Task, opt, state: _unroll.InnerState, num_steps, at):
     """``num_steps`` steps of one run: (state, the reported loss of each step).
 
     ``at(opt_state, params)`` gives the parameters whose loss is reported
@@ -134,7 +134,7 @@ def _runner(
         optimizer_fn = lambda theta: opt
 
         def one(k):
-            state = _train.init_inner(theta, family, k, optimizer_fn=optimizer_fn)
+            state = _unroll.init_inner(theta, family, k, optimizer_fn=optimizer_fn)
             task = family.task(state.config)
             state, losses = _train_steps(task, opt, state, num_steps, at)
             if task.eval_loss is None:
@@ -293,60 +293,25 @@ def contender_fn(build: Callable, num_steps: int) -> Callable:
     return lambda lr, theta: build(lr, num_steps)
 
 
-def scale_label(scale: float) -> str:
-    """``1e3`` for 1000.0, ``1e-3`` for 0.001, else ``f"{scale:g}"``."""
-    exponent = math.floor(math.log10(scale))
-    if math.isclose(scale, 10.0**exponent, rel_tol=1e-9):
-        return f"1e{exponent}"
-    return f"{scale:g}"
-
-
 def scaled_name(name: str, scale: float) -> str:
     """The name of family ``name`` with its loss times ``scale``:
-    ``rosenbrock@loss1e3`` (``name`` itself for a scale of 1)."""
-    return name if scale == 1.0 else f"{name}@loss{scale_label(scale)}"
-
-
-def scale_loss(family: tasks_lib.TaskFamily, scale: float) -> tasks_lib.TaskFamily:
-    """``family`` with its training and held-out losses multiplied by ``scale``.
-
-    Same configurations, initializations and batches; only the losses (hence
-    the gradients) are ``scale`` times the original ones.
-
-    Args:
-      family: the task family.
-      scale: a positive factor.
-
-    Returns:
-      The :class:`~garo_optax.meta.TaskFamily` named :func:`scaled_name`.
-    """
-
-    def task(config):
-        t = family.task(config)
-        loss = lambda params, batch: scale * t.loss(params, batch)
-        held_out = None
-        if t.eval_loss is not None:
-            held_out = lambda params: scale * t.eval_loss(params)
-        return t._replace(loss=loss, eval_loss=held_out)
-
-    return tasks_lib.TaskFamily(scaled_name(family.name, scale), family.sample, task)
+    ``rosenbrock@loss1e3`` (``name`` itself for a scale of 1), the spelling
+    :func:`garo_optax.tasks.get_family` resolves."""
+    return name if scale == 1.0 else f"{name}@loss{tasks_lib.format_scale(scale)}"
 
 
 def scaled_family(name: str, scale: float) -> tasks_lib.TaskFamily:
-    """The built-in family ``name`` with its loss times ``scale``.
-
-    The one place that builds rescaled families: for now by :func:`scale_loss`,
-    until ``garo_optax.meta.get_family`` resolves ``<name>@loss<scale>``.
+    """The built-in family ``name`` with its loss times ``scale``
+    (:func:`garo_optax.tasks.rescaled`; 1: the family itself).
 
     Args:
       name: a built-in family.
-      scale: a positive factor (1: the family itself).
+      scale: a positive factor.
 
     Returns:
-      The :class:`~garo_optax.meta.TaskFamily`.
+      The :class:`~garo_optax.tasks.TaskFamily`.
     """
-    family = tasks_lib.get_family(name)
-    return family if scale == 1.0 else scale_loss(family, scale)
+    return tasks_lib.get_family(scaled_name(name, scale))
 
 
 def summary_rows(results: dict[str, Curve]) -> list[dict]:

@@ -75,6 +75,7 @@ Examples:
 """
 
 from garo_optax.tasks._augment import augmented as augmented
+from garo_optax.tasks._augment import format_scale as format_scale
 from garo_optax.tasks._augment import rescaled as rescaled
 from garo_optax.tasks._classifiers import cnn_digits_family as cnn_digits_family
 from garo_optax.tasks._classifiers import logistic_family as logistic_family
@@ -111,6 +112,7 @@ __all__ = (
     "autoencoder_digits_family",
     "char_transformer_family",
     "cnn_digits_family",
+    "format_scale",
     "get_family",
     "logistic_family",
     "mlp_breast_cancer_family",

@@ -172,14 +172,19 @@ def augmented(
 def format_scale(c: float) -> str:
     """The registry spelling of a loss scale: ``1e3``, ``1e-3``, ``0.5``.
 
-    The spelling of ``garo_optax.meta._evaluate.scale_label``: a power of ten
-    as ``1e<k>``, anything else as ``f"{c:g}"``.
+    A power of ten as ``1e<k>``, anything else as ``f"{c:g}"`` (meta-eval's
+    folder and family names use it too).
 
     Args:
       c: a positive number.
 
     Returns:
       The spelling.
+
+    Examples:
+      >>> from garo_optax.tasks import format_scale
+      >>> format_scale(1000.0), format_scale(0.001), format_scale(0.5)
+      ('1e3', '1e-3', '0.5')
     """
     exponent = math.floor(math.log10(c))
     if math.isclose(c, 10.0**exponent, rel_tol=1e-9):
