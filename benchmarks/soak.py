@@ -23,9 +23,9 @@ remainder), so no per-step history is kept. The carry tracks, at every step,
   first step (0-based; the step whose loss, gradient or update was computed)
   at which one was not;
 * the smallest and largest value of each scalar hyperparameter the state
-  holds: `garo_optax.hyperparams(state)` for GARO (lr, momentum, weight decay;
-  per-tensor GARO holds one per leaf), `optax.tree.get(state, "lr")` for CLARA
-  and AutoSGM (AutoSGM's `lr` is one per leaf); min and max over leaves and
+  holds, `garo_optax.hyperparams(state)`: lr, momentum and weight decay for
+  GARO (per-tensor GARO holds one per leaf), lr for CLARA and AutoSGM
+  (AutoSGM's `lr` is one per leaf); min and max over leaves and
   steps. The initial state counts too, except AutoSGM's, whose `lr` is 0 until
   the first step;
 * the training loss at step 0 and its mean over the last chunk.
@@ -124,14 +124,6 @@ PROBLEMS: dict[str, Callable[[], Problem]] = {
 # The transforms.
 
 
-def _clara_probe(state) -> dict[str, Any]:
-    return {"lr": optax.tree.get(state, "lr")}
-
-
-def _garo_probe(state) -> dict[str, Any]:
-    return garo_optax.hyperparams(state)
-
-
 @dataclasses.dataclass(frozen=True)
 class Entry:
     """One transform of the soak.
@@ -192,14 +184,14 @@ def registry_entry(name: str) -> Entry:
     spec = registry.get(name)
     if spec.group == "garo":
         build = lambda lr: spec.function(**spec.options, learning_rate_init=lr)
-        return Entry(name, build, GARO_RATES, _garo_probe, initial_lr=_same)
+        return Entry(name, build, GARO_RATES, garo_optax.hyperparams, initial_lr=_same)
     build = lambda lr: spec.function(**spec.kwargs(lr))
     rates = RATES.get(name, ADAM_LIKE)
     if spec.group == "clara":
-        return Entry(name, build, rates, _clara_probe, initial_lr=_same)
+        return Entry(name, build, rates, garo_optax.hyperparams, initial_lr=_same)
     if spec.group == "autosgm":  # its lr is 0 until the first step
         initial_lr = None if name in RESCALED_RATE else _same
-        return Entry(name, build, rates, _clara_probe, False, initial_lr)
+        return Entry(name, build, rates, garo_optax.hyperparams, False, initial_lr)
     return Entry(name, build, rates)
 
 

@@ -63,7 +63,7 @@ def _run(entries, problem, steps=STEPS):
 
 def test_constant_rate_reported_exactly_and_adapted_rate_as_seen():
     lr = 0.05
-    probe = dict(probe=soak._clara_probe, initial_lr=soak._same)
+    probe = dict(probe=garo_optax.hyperparams, initial_lr=soak._same)
     constant = soak.Entry(
         "constant",
         lambda lr: garo_optax.clara_sgd(lr, adapt=False),

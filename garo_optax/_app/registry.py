@@ -142,20 +142,14 @@ GROUPS: dict[str, str] = {
 """The optimizer families, in report order, with their legends."""
 
 
-def _state_lr(opt_state) -> jax.Array:
-    """The mean over leaves of the state field ``lr`` (CLARA: one scalar)."""
-    found = optax.tree.get_all_with_path(opt_state, "lr")
-    leaves = jax.tree.leaves(found[0][1])
-    return jnp.mean(jnp.stack([jnp.mean(x).astype(jnp.float32) for x in leaves]))
-
-
-def _lr_probe(opt_state):
-    return _state_lr(opt_state), jnp.float32(_NAN), jnp.float32(_NAN)
-
-
-def _garo_probe(opt_state):
+def _probe(opt_state):
+    """(lr, momentum, weight decay) of our transforms' states, means over
+    leaves, NaN where the transform has no such adapted value."""
     h = hyperparams_lib.hyperparams(opt_state)
-    return tuple(jnp.mean(h[k]).astype(jnp.float32) for k in ("lr", "mom", "wd"))
+    return tuple(
+        jnp.mean(h[k]).astype(jnp.float32) if k in h else jnp.float32(_NAN)
+        for k in ("lr", "mom", "wd")
+    )
 
 
 def _warmup_cosine(learning_rate, num_steps):
@@ -265,7 +259,7 @@ def _optax_classics() -> dict[str, OptimizerSpec]:
 
 
 def _autosgm() -> dict[str, OptimizerSpec]:
-    a, probe, autosgm = "autosgm", _lr_probe, garo_optax.autosgm
+    a, probe, autosgm = "autosgm", _probe, garo_optax.autosgm
     momentum = dict(pole=0.9, adaptive=False, gain=1.0, debias=False)
     return {
         "autosgm_heavy_ball": _configured(
@@ -300,7 +294,7 @@ def _autosgm() -> dict[str, OptimizerSpec]:
 
 
 def _clara() -> dict[str, OptimizerSpec]:
-    c, probe = "clara", _lr_probe
+    c, probe = "clara", _probe
     return {
         "clara_sgd": _configured(garo_optax.clara_sgd, 1e-2, c, "SGD-CLARA", probe),
         "adam_clara": _configured(garo_optax.adam_clara, 1e-3, c, "Adam-CLARA", probe),
@@ -318,7 +312,7 @@ def _clara() -> dict[str, OptimizerSpec]:
 
 
 def _garo() -> dict[str, OptimizerSpec]:
-    g, probe = "garo", _garo_probe
+    g, probe = "garo", _probe
     return {
         "garo": _configured(
             garo_optax.garo,
@@ -373,7 +367,7 @@ def _conformance_extras() -> dict[str, OptimizerSpec]:
             1e-2,
             "clara",
             "SGD-CLARA, one rate for the whole tree",
-            _lr_probe,
+            _probe,
             normalize="global",
             **kw,
         ),
@@ -382,7 +376,7 @@ def _conformance_extras() -> dict[str, OptimizerSpec]:
             1e-3,
             "clara",
             "Adam-CLARA local, clamped",
-            _lr_probe,
+            _probe,
             faithful=False,
             **kw,
         ),
@@ -391,7 +385,7 @@ def _conformance_extras() -> dict[str, OptimizerSpec]:
             1e-3,
             "clara",
             "Adam-CLARA smoothed, version 1",
-            _lr_probe,
+            _probe,
             version=1,
             **kw,
         ),
@@ -400,7 +394,7 @@ def _conformance_extras() -> dict[str, OptimizerSpec]:
             1e-3,
             "clara",
             "scale_by_adam, scale_by_clara, scale_by_learning_rate(1)",
-            _lr_probe,
+            _probe,
             covers=("scale_by_clara",),
             **kw,
         ),
@@ -409,7 +403,7 @@ def _conformance_extras() -> dict[str, OptimizerSpec]:
             1e-3,
             "autosgm",
             "autosgm at its defaults",
-            _lr_probe,
+            _probe,
             covers=("scale_by_autosgm",),
             **kw,
         ),
@@ -418,7 +412,7 @@ def _conformance_extras() -> dict[str, OptimizerSpec]:
             1e-3,
             "autosgm",
             "autosgm markov numerator, zero 0.5, raised-cosine window of 1,000",
-            _lr_probe,
+            _probe,
             numerator="markov",
             zero=0.5,
             window=window,
@@ -429,7 +423,7 @@ def _conformance_extras() -> dict[str, OptimizerSpec]:
             1e-3,
             "autosgm",
             "autosgm from the original's config tuples",
-            _lr_probe,
+            _probe,
             rate_kwargs=_lr_cfg,
             **kw,
         ),
@@ -439,7 +433,7 @@ def _conformance_extras() -> dict[str, OptimizerSpec]:
                 None,
                 "garo",
                 f"GARO, {description}",
-                _garo_probe,
+                _probe,
                 rate_kwargs=None,
                 **options,
                 **kw,
