@@ -166,3 +166,33 @@ def load_example(name: str) -> types.ModuleType:
 def load_benchmark(name: str) -> types.ModuleType:
     """Imports ``benchmarks/<name>.py`` by path (benchmarks are not a package)."""
     return load_script(BENCHMARKS / f"{name}.py", f"benchmarks_{name}")
+
+
+def run_float64(make_opt, problem, steps: int):
+    """Runs ``make_opt()`` in float64 on a reference ``problem`` (params, _,
+    treedef, grads_fn) for ``steps`` jitted steps; returns the per-step
+    parameter leaves and ``lr`` values (both checked to stay float64)."""
+    params, _, treedef, grads_fn = problem
+    traj, lrs = [], []
+    with jax.enable_x64(True):
+        opt = make_opt()
+        p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), params)
+        state = opt.init(p)
+
+        @jax.jit
+        def step(p, state, g):
+            updates, state = opt.update(g, state, p)
+            return optax.apply_updates(p, updates), state
+
+        for t in range(1, steps + 1):
+            cur = [np.asarray(x) for x in jax.tree_util.tree_leaves(p)]
+            g = grads_fn(cur, t)
+            g = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in g])
+            p, state = step(p, state, g)
+            leaves = jax.tree_util.tree_leaves(p)
+            assert all(x.dtype == jnp.float64 for x in leaves)
+            traj.append([np.asarray(x) for x in leaves])
+            lr = np.asarray(optax.tree.get(state, "lr"))
+            assert lr.dtype == np.float64
+            lrs.append(lr)
+    return traj, lrs

@@ -9,6 +9,7 @@ are compared with the NumPy reference in float64 after every step.
 Imports ``garo_optax._src.xla_cpu`` for the size threshold.
 """
 
+import helpers
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,24 +38,7 @@ def test_the_problem_has_large_leaves_of_one_shape():
 
 
 def _run_library(make_opt):
-    params, _, treedef, grads_fn = PROBLEM
-    traj, lrs = [], []
-    with jax.enable_x64(True):
-        opt = make_opt()
-        p = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params)
-        state = opt.init(p)
-
-        @jax.jit
-        def step(p, state, g):
-            updates, state = opt.update(g, state, p)
-            return optax.apply_updates(p, updates), state
-
-        for t in range(1, STEPS + 1):
-            g = grads_fn([np.asarray(x) for x in jax.tree.leaves(p)], t)
-            p, state = step(p, state, treedef.unflatten([jnp.asarray(x) for x in g]))
-            traj.append([np.asarray(x) for x in jax.tree.leaves(p)])
-            lrs.append(np.asarray(optax.tree.get(state, "lr")))
-    return traj, lrs
+    return helpers.run_float64(make_opt, PROBLEM, STEPS)
 
 
 def _compare(ref_out, lib_out):

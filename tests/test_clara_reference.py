@@ -9,10 +9,8 @@ parameters and the reported learning rate are compared after every step.
 import itertools
 import math
 
-import jax
-import jax.numpy as jnp
+import helpers
 import numpy as np
-import optax
 import pytest
 from reference import clara_numpy as ref
 from reference import problems
@@ -44,31 +42,7 @@ PROBLEM_EMPTY = _make_problem({**_SHAPES, "e": (0,), "z": (2, 0)})
 
 
 def _run_library(make_opt, problem, steps=STEPS):
-    """Runs the library in float64; returns per-step param leaves and lrs."""
-    params, _, treedef, grads_fn = problem
-    traj, lrs = [], []
-    with jax.enable_x64(True):
-        opt = make_opt()
-        p = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float64), params)
-        state = opt.init(p)
-
-        @jax.jit
-        def step(p, state, g):
-            updates, state = opt.update(g, state, p)
-            return optax.apply_updates(p, updates), state
-
-        for t in range(1, steps + 1):
-            cur = [np.asarray(x) for x in jax.tree_util.tree_leaves(p)]
-            g = grads_fn(cur, t)
-            g = jax.tree_util.tree_unflatten(treedef, [jnp.asarray(x) for x in g])
-            p, state = step(p, state, g)
-            leaves = jax.tree_util.tree_leaves(p)
-            assert all(x.dtype == jnp.float64 for x in leaves)
-            traj.append([np.asarray(x) for x in leaves])
-            lr = np.asarray(optax.tree.get(state, "lr"))
-            assert lr.dtype == np.float64
-            lrs.append(lr)
-    return traj, lrs
+    return helpers.run_float64(make_opt, problem, steps)
 
 
 def _compare(ref_out, lib_out, initial, expect_lr_moves=True):
