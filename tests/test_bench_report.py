@@ -133,14 +133,6 @@ def test_profile_steps_at_the_ratios(tmp_path):
     assert (tmp_path / "profile.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_figures_stand_in_for_pyplot():
-    pytest.importorskip("matplotlib")
-    plt = bench_report.pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(3, 2), squeeze=False, sharey="row")
-    assert axes.shape == (2, 3) and type(fig).__name__ == "Figure"
-    plt.close(fig)
-
-
 def test_shipped_summary_recomputed_from_the_shipped_bench_json():
     """docs/bench/summary.json (the README's table) from docs/bench/bench.json,
     by a few independent lines."""

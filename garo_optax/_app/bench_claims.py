@@ -19,6 +19,7 @@ Three experiments, each written as a PNG and a table:
 """
 
 import math
+import textwrap
 from collections.abc import Sequence
 
 import jax.numpy as jnp
@@ -26,6 +27,7 @@ import numpy as np
 
 from garo_optax._app import bench, bench_report
 from garo_optax._src import autosgm as autosgm_lib
+from garo_optax._src import report as report_lib
 from garo_optax._src import schedules
 
 AUTOSGM_ZEROS: tuple[float, ...] = (0.0, 0.31, 0.47, 0.55, 0.64, 0.85, 0.9)
@@ -137,25 +139,31 @@ def garo_claim(tasks, seeds, steps: dict[str, int], progress=None, workers=2) ->
 # Tables and plots.
 
 
-def _fmt(x) -> str:
-    return bench_report.format_number(float(x))
-
-
 def autosgm_table(report: dict) -> str:
     """Mean final loss per zero: constant, markov and which is lower."""
-    lines = [
+    columns = (
+        report_lib.Column("zero", spec=".2f"),
+        report_lib.Column("constant"),
+        report_lib.Column("markov"),
+        report_lib.Column("lower", "<"),
+    )
+    blocks = [
         "AutoSGM: constant (Eq. 5) vs markov (Eq. 8) numerator, pole 0.9, "
         f"lr {AUTOSGM_LR:g}, raised-cosine window; mean final training loss"
     ]
     for task, by_numerator in report.items():
-        lines.append(f"  {task}")
-        lines.append(f"    {'zero':>5} {'constant':>10} {'markov':>10}  lower")
+        rows = []
         for z in AUTOSGM_ZEROS:
             c = float(np.mean(by_numerator["constant"][z]["final"]))
             m = float(np.mean(by_numerator["markov"][z]["final"]))
-            lower = "markov" if m < c else "constant"
-            lines.append(f"    {z:>5.2f} {_fmt(c):>10} {_fmt(m):>10}  {lower}")
-    return "\n".join(lines)
+            rows.append([z, c, m, "markov" if m < c else "constant"])
+        blocks.append(_indented(report_lib.format_table(columns, rows, task)))
+    return "\n".join(blocks)
+
+
+def _indented(table: str) -> str:
+    """A table nested under its experiment's title."""
+    return textwrap.indent(table, "  ")
 
 
 def clara_spread(final: np.ndarray, rates=CLARA_RATES) -> dict:
@@ -176,25 +184,26 @@ def clara_spread(final: np.ndarray, rates=CLARA_RATES) -> dict:
 
 
 def clara_table(report: dict) -> str:
-    lines = [
+    """Seed-mean final loss per initial rate and optimizer, then the spreads."""
+    columns = [report_lib.Column("lr")]
+    columns += [report_lib.Column(report_lib.format_number(r)) for r in CLARA_RATES]
+    blocks = [
         "CLARA: final training loss against the initial learning rate "
         "(seed mean), 1e-6 ... 1"
     ]
-    header = "    " + f"{'lr':>8}" + "".join(f" {_fmt(r):>9}" for r in CLARA_RATES)
     for task, by_name in report.items():
-        lines.append(f"  {task}")
-        lines.append(header)
-        for name, final in by_name.items():
-            cells = "".join(f" {_fmt(v):>9}" for v in np.mean(final, axis=1))
-            lines.append(f"    {name:>8}{cells}")
+        rows = [[name, *np.mean(final, axis=1)] for name, final in by_name.items()]
+        lines = [report_lib.format_table(columns, rows, task)]
         for name, final in by_name.items():
             s = clara_spread(final)
             lines.append(
-                f"    {name}: best {_fmt(s['best'])} at lr {_fmt(s['best_rate'])}; "
+                f"  {name}: best {report_lib.format_number(s['best'])} at lr "
+                f"{report_lib.format_number(s['best_rate'])}; "
                 f"{s['good_rates']} of {len(CLARA_RATES)} rates within 2x of it "
                 f"({s['decades_within_2x']:.1f} decades)"
             )
-    return "\n".join(lines)
+        blocks.append(_indented("\n".join(lines)))
+    return "\n".join(blocks)
 
 
 def garo_table(results, thresholds) -> str:
@@ -204,12 +213,12 @@ def garo_table(results, thresholds) -> str:
 
 
 def plot_autosgm(path, report: dict) -> None:
-    plt = bench_report.pyplot()
+    """Loss curves of both numerators: a row per task, a panel per zero."""
     tasks = list(report)
-    fig, axes = plt.subplots(
+    fig, axes = report_lib.new_figure(
+        (2.6 * len(AUTOSGM_ZEROS), 2.6 * len(tasks)),
         len(tasks),
         len(AUTOSGM_ZEROS),
-        figsize=(2.6 * len(AUTOSGM_ZEROS), 2.6 * len(tasks)),
         squeeze=False,
         sharey="row",
     )
@@ -227,29 +236,27 @@ def plot_autosgm(path, report: dict) -> None:
                 )
             ax.set_title(f"{task}, zero {z:g}", fontsize=8)
             ax.set_yscale("log")
-            ax.grid(alpha=0.3)
         row[0].set_ylabel("training loss")
     handles, names = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="lower center", ncol=2, fontsize=9)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    report_lib.save_figure(fig, path)
 
 
 def plot_clara(path, report: dict) -> None:
-    plt = bench_report.pyplot()
+    """Final loss against the initial rate: a row per task, a panel per pair."""
     tasks = list(report)
-    fig, axes = plt.subplots(
+    fig, axes = report_lib.new_figure(
+        (5.2 * len(CLARA_PAIRS), 3.6 * len(tasks)),
         len(tasks),
         len(CLARA_PAIRS),
-        figsize=(5.2 * len(CLARA_PAIRS), 3.6 * len(tasks)),
+        layout="tight",
         squeeze=False,
     )
     for row, task in zip(axes, tasks):
         for ax, pair in zip(row, CLARA_PAIRS):
             for name, style in zip(pair, ("o-", "s-")):
-                final = report[task][name]
-                mean = np.mean(final, axis=1)
+                mean = np.mean(report[task][name], axis=1)
                 ax.plot(
                     CLARA_RATES,
                     np.where(np.isfinite(mean), mean, np.nan),
@@ -261,12 +268,9 @@ def plot_clara(path, report: dict) -> None:
             ax.set_yscale("log")
             ax.set_title(f"{task}", fontsize=9)
             ax.set_xlabel("initial learning rate")
-            ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         row[0].set_ylabel("final training loss")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    report_lib.save_figure(fig, path)
 
 
 def summarize(autosgm: dict | None, clara: dict | None, garo: Sequence | None) -> dict:

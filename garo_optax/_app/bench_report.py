@@ -9,8 +9,8 @@
 
 The loss ratio of an optimizer on a task is its final training loss (the mean
 over seeds; infinite if a seed diverged) over the lowest one of the task.
-Plots are drawn on bare :class:`matplotlib.figure.Figure` objects (no pyplot
-state, no backend switch).
+Tables and figures come from :mod:`garo_optax._src.report` (bare
+:class:`matplotlib.figure.Figure` objects: no pyplot state, no backend switch).
 """
 
 import collections
@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from garo_optax._app import bench
+from garo_optax._src import report as report_lib
 
 CSV_FIELDS = (
     "task",
@@ -41,18 +42,24 @@ CSV_FIELDS = (
 )
 
 
-def format_number(x: float) -> str:
-    """A loss for the tables: 3 significant digits, exponents below 1e-3."""
-    if not math.isfinite(x):
-        return "inf" if x > 0 else "nan"
-    return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
-
-
 def _mean_std(values: np.ndarray) -> str:
     if not np.all(np.isfinite(values)):
         return "diverged"
     mean, std = float(np.mean(values)), float(np.std(values))
-    return f"{format_number(mean)} ± {format_number(std)}"
+    return f"{report_lib.format_number(mean)} ± {report_lib.format_number(std)}"
+
+
+_RESULT_COLUMNS = (
+    report_lib.Column("", "<"),  # the best-mark of the row
+    report_lib.Column("optimizer", "<"),
+    report_lib.Column("lr"),
+    report_lib.Column("runs"),
+    report_lib.Column("final train loss"),
+    report_lib.Column("held-out loss"),
+    report_lib.Column("steps to thr"),
+    report_lib.Column("run s", spec=".2f"),
+    report_lib.Column("compile s", spec=".2f"),
+)
 
 
 def format_table(results: Sequence[bench.Result], thresholds: dict) -> str:
@@ -73,48 +80,44 @@ def format_table(results: Sequence[bench.Result], thresholds: dict) -> str:
             r.task not in best_eval or score < best_eval[r.task][1]
         ):
             best_eval[r.task] = (r.optimizer, score)
-    header = (
-        f"  {'optimizer':<22} {'lr':>8} {'runs':>4} {'final train loss':>22} "
-        f"{'held-out loss':>22} {'steps to thr':>12} {'run s':>7} {'compile s':>9}"
-    )
-    lines = []
+    blocks = []
     for task in dict.fromkeys(r.task for r in results):
         rows = [r for r in results if r.task == task]
-        steps = rows[0].curve.shape[0]
-        seeds = rows[0].final_loss.shape[0]
-        lines.append(
-            f"{task} ({steps} steps, {seeds} seeds; threshold "
-            f"{format_number(thresholds.get(task, math.nan))}): "
-            f"{bench.TASKS[task].description if task in bench.TASKS else task}"
+        best_held_out = best_eval.get(task, (None,))[0]
+        cells = [_result_row(r, best.get(task), best_held_out) for r in rows]
+        description = bench.TASKS[task].description if task in bench.TASKS else task
+        title = (
+            f"{task} ({rows[0].curve.shape[0]} steps, {rows[0].final_loss.shape[0]} "
+            "seeds; threshold "
+            f"{report_lib.format_number(thresholds.get(task, math.nan))}): "
+            f"{description}"
         )
-        lines.append(header)
-        for r in rows:
-            mark = "*" if best.get(task) == r.optimizer else " "
-            eval_mark = (
-                "*" if task in best_eval and best_eval[task][0] == r.optimizer else " "
-            )
-            evaluation = (
-                _mean_std(r.eval_loss) if np.isfinite(r.eval_loss).any() else "-"
-            )
-            if np.isnan(r.eval_loss).all():
-                evaluation = "-"
-            stt = "-" if r.steps_to_threshold is None else str(r.steps_to_threshold)
-            rate = r.learning_rate
-            lr = "own" if math.isnan(rate) else format_number(rate)
-            lines.append(
-                f"{mark} {r.optimizer:<22} {lr:>8} {r.runs:>4} "
-                f"{_mean_std(r.final_loss):>21}"
-                f"{mark} {evaluation:>21}{eval_mark} {stt:>12} {r.run_s:>7.2f} "
-                f"{r.compile_s:>9.2f}"
-            )
-        lines.append("")
-    lines.append(
+        blocks.append(report_lib.format_table(_RESULT_COLUMNS, cells, title, indent=0))
+    blocks.append(
         "* best mean final training loss (and held-out loss) of the task; "
         "lr 'own': the optimizer sets its own rate; runs: what the result cost "
         "(1 at a default rate or for a tuning-free optimizer, "
         f"{len(bench.SWEEP_FACTORS)} when swept)."
     )
-    return "\n".join(lines)
+    return "\n\n".join(blocks)
+
+
+def _result_row(r: bench.Result, best: str | None, best_held_out: str | None):
+    """The cells of one run (``best``: the optimizer of the task's best final
+    loss; ``best_held_out``: of its best held-out loss)."""
+    held_out = _mean_std(r.eval_loss) if np.isfinite(r.eval_loss).any() else "-"
+    mark = lambda name: "*" if r.optimizer == name else ""
+    return [
+        mark(best),
+        r.optimizer,
+        "own" if math.isnan(r.learning_rate) else r.learning_rate,
+        r.runs,
+        report_lib.Marked(_mean_std(r.final_loss), mark(best)),
+        report_lib.Marked(held_out, mark(best_held_out)),
+        r.steps_to_threshold,
+        r.run_s,
+        r.compile_s,
+    ]
 
 
 def write_json(path, results, thresholds, meta: dict) -> None:
@@ -227,38 +230,49 @@ def summarize(results: Sequence[bench.Result]) -> list[dict]:
     return rows
 
 
-def _ratio_text(x: float) -> str:
-    if not math.isfinite(x):
-        return "inf" if x > 0 else "-"
-    return f"{x:.2f}" if x < 100 else f"{x:.2g}"
+def _two_decimals(ratio: float) -> str:
+    return f"{ratio:.2f}" if ratio < 100 else f"{ratio:.2g}"
+
+
+_SUMMARY_COLUMNS = (
+    report_lib.Column("optimizer", "<"),
+    report_lib.Column("family", "<"),
+    report_lib.Column("runs"),
+    report_lib.Column("loss/best", spec=_two_decimals),
+    report_lib.Column("within 10%"),
+    report_lib.Column("wins"),
+    report_lib.Column("diverged"),
+    report_lib.Column("time/adam", spec=_two_decimals),
+)
 
 
 def format_summary(rows: Sequence[dict], tasks: Sequence[str]) -> str:
     """The summary table of :func:`summarize`'s rows, with its legend."""
-    lines = [
-        f"Summary over {len(tasks)} tasks ({', '.join(tasks)}), best first",
-        f"  {'optimizer':<22} {'family':<18} {'runs':>4} {'loss/best':>9} "
-        f"{'within 10%':>10} {'wins':>4} {'diverged':>8} {'time/adam':>9}",
+    cells = [
+        [
+            w["optimizer"],
+            bench.GROUPS.get(w["group"], w["group"] or "-"),
+            w["runs"],
+            w["median_ratio"],
+            f"{w['within_10pct']}/{w['tasks']}",
+            w["wins"],
+            w["diverged"],
+            None if math.isnan(w["time_vs_adam"]) else w["time_vs_adam"],
+        ]
+        for w in rows
     ]
-    for w in rows:
-        family = bench.GROUPS.get(w["group"], w["group"] or "-")
-        near = f"{w['within_10pct']}/{w['tasks']}"
-        lines.append(
-            f"  {w['optimizer']:<22} {family:<18} {w['runs']:>4} "
-            f"{_ratio_text(w['median_ratio']):>9} {near:>10} {w['wins']:>4} "
-            f"{w['diverged']:>8} {_ratio_text(w['time_vs_adam']):>9}"
-        )
-    lines += [
-        "",
+    title = f"Summary over {len(tasks)} tasks ({', '.join(tasks)}), best first"
+    legend = (
         "loss/best: median over tasks of the final training loss (mean over "
         "seeds) over the best of the task; within 10%: tasks where that ratio "
         "is at most 1.1; wins: tasks where it is the best (ties count for "
         "each); diverged: tasks where a seed ended non-finite; time/adam: "
         "median over tasks of the run time over adam's (same steps and seeds); "
         "runs: runs per task (1: a default rate or a tuning-free optimizer, "
-        f"{len(bench.SWEEP_FACTORS)}: swept).",
-    ]
-    return "\n".join(lines)
+        f"{len(bench.SWEEP_FACTORS)}: swept)."
+    )
+    table = report_lib.format_table(_SUMMARY_COLUMNS, cells, title)
+    return f"{table}\n\n{legend}"
 
 
 def write_summary(path, rows: Sequence[dict], meta: dict) -> None:
@@ -276,35 +290,6 @@ def write_summary(path, rows: Sequence[dict], meta: dict) -> None:
 # Plots.
 
 
-def _figure(figsize, **kwargs):
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError(
-            'the bench plots need matplotlib: pip install "garo_optax[bench]"'
-        ) from error
-    return Figure(figsize=figsize, **kwargs)
-
-
-class _Figures:
-    """The two calls of pyplot the claims' plots make, on bare figures."""
-
-    @staticmethod
-    def subplots(*args, figsize=None, **kwargs):
-        fig = _figure(figsize)
-        return fig, fig.subplots(*args, **kwargs)
-
-    @staticmethod
-    def close(fig) -> None:
-        del fig
-
-
-def pyplot():
-    """A stand-in for pyplot's ``subplots``/``close`` (bare figures)."""
-    _figure(None)  # the ImportError hint, early
-    return _Figures
-
-
 _FAMILY_CMAP = {
     "optax": "Blues",
     "peers": "Greens",
@@ -316,12 +301,24 @@ _DASHES = ("-", "--", "-.", ":")
 
 
 def _group(name: str) -> str:
+    """The family of a registry name; of another configuration (the compile
+    table's extras, such as ``scale_by_clara``), the family its name holds."""
     spec = bench.OPTIMIZERS.get(name)
-    return spec.group if spec else "other"
+    if spec is not None:
+        return spec.group
+    return next((g for g in _FAMILY_CMAP if g in name), "other")
 
 
-def _styles(names: Sequence[str]) -> dict[str, tuple]:
-    """Name -> (colour, dashes): one colour map per family, shades within."""
+def line_styles(names: Sequence[str]) -> dict[str, tuple]:
+    """Name -> (colour, dashes): one colour map per family, shades within.
+
+    Args:
+      names: optimizers (registry names or configurations named after their
+        family).
+
+    Returns:
+      The style of each name, for ``ax.plot(x, y, dashes, color=colour)``.
+    """
     from matplotlib import colormaps
 
     by_group = collections.defaultdict(list)
@@ -427,12 +424,12 @@ def plot_loss_curves(path, results):
 
     tasks = list(dict.fromkeys(r.task for r in results))
     names = list(dict.fromkeys(r.optimizer for r in results))
-    styles = _styles(names)
+    styles = line_styles(names)
     cols = min(len(tasks), 4)
     rows = math.ceil(len(tasks) / cols)
     height = 3.9 * rows + 0.45
-    fig = _figure((4.8 * cols, height))
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    fig, axes = report_lib.new_figure((4.8 * cols, height), rows, cols, squeeze=False)
+    axes = axes.ravel()
     for ax, task in zip(axes, tasks):
         _loss_panel(ax, [r for r in results if r.task == task], styles)
     for ax in axes[len(tasks) :]:
@@ -453,7 +450,7 @@ def plot_loss_curves(path, results):
     ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9)
     fig.tight_layout(rect=(0, 0.45 / height, 1, 1))
-    fig.savefig(path, dpi=110)
+    report_lib.save_figure(fig, path)
     return fig
 
 
@@ -490,9 +487,9 @@ def _loss_panel(ax, rows: Sequence[bench.Result], styles: dict) -> None:
     seeds = rows[0].final_loss.shape[0]
     ax.set_title(f"{rows[0].task} ({steps} steps, {seeds} seeds)", fontsize=10)
     ax.set_xlabel("step")
-    ax.grid(alpha=0.3)
     labels = [
-        f"{i + 1}. {r.optimizer} {format_number(_score(r))}" for i, r in enumerate(best)
+        f"{i + 1}. {r.optimizer} {report_lib.format_number(_score(r))}"
+        for i, r in enumerate(best)
     ]
     ax.legend(
         handles,
@@ -545,13 +542,14 @@ def plot_profile(path, results):
     """
     ratios = loss_ratios(results)
     order = [w["optimizer"] for w in summarize(results)]
-    styles = _styles(order)
+    styles = line_styles(order)
     finite = [x for t in ratios.values() for x in t.values() if math.isfinite(x)]
     tau_max = max(20.0, 2.0 * max(finite, default=1.0))
     columns = 1 + (len(order) - 1) // 26  # legend columns, 2.1 inches each
     width = 11.5 + 2.1 * columns
-    fig = _figure((width, 5.6), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
+    fig, axes = report_lib.new_figure(
+        (width, 5.6), 1, 2, layout="constrained", sharey=True
+    )
     for name in order:
         mine = np.array([t[name] for t in ratios.values() if name in t])
         taus = np.unique(np.concatenate([[1.0], mine[np.isfinite(mine)], [tau_max]]))
@@ -573,7 +571,8 @@ def plot_profile(path, results):
         ax.set_xscale("log")
         ax.set_xlim(1.0, right)
         ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3, which="both" if right <= 10 else "major")
+        if right <= 10:
+            ax.grid(True, which="minor", **report_lib.GRID)
         ax.set_xlabel("tau: final loss / best final loss of the task")
     axes[0].set_title("tau up to 10 (dotted: 1.1)", fontsize=10)
     axes[1].set_title(f"tau up to {tau_max:.2g}", fontsize=10)
@@ -581,7 +580,7 @@ def plot_profile(path, results):
     fig.suptitle("Performance profile: higher and further left is better")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right center", fontsize=7, ncol=columns)
-    fig.savefig(path, dpi=110)
+    report_lib.save_figure(fig, path)
     return fig
 
 
@@ -595,10 +594,11 @@ def plot_hyperparams(path, results) -> bool:
     if not probed:
         return False
     tasks = list(dict.fromkeys(r.task for r in probed))
-    fig = _figure((13, 2.6 * len(tasks) + 0.6))
-    axes = fig.subplots(len(tasks), 3, squeeze=False)
+    fig, axes = report_lib.new_figure(
+        (13, 2.6 * len(tasks) + 0.6), len(tasks), 3, squeeze=False
+    )
     names = list(dict.fromkeys(r.optimizer for r in probed))
-    styles = _styles(names)
+    styles = line_styles(names)
     titles = ("learning rate", "momentum", "weight decay")
     for row, task in zip(axes, tasks):
         for r in (r for r in probed if r.task == task):
@@ -611,7 +611,6 @@ def plot_hyperparams(path, results) -> bool:
                     )
         for i, ax in enumerate(row):
             ax.set_title(f"{task}: {titles[i]}", fontsize=9)
-            ax.grid(alpha=0.3)
         row[0].set_yscale("log")
     for ax in axes[-1]:
         ax.set_xlabel("step")
@@ -623,5 +622,5 @@ def plot_hyperparams(path, results) -> bool:
                 labels.append(lab)
     fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8)
     fig.tight_layout(rect=(0, 0.6 / (2.6 * len(tasks) + 0.6) + 0.02, 1, 1))
-    fig.savefig(path, dpi=100)
+    report_lib.save_figure(fig, path)
     return True

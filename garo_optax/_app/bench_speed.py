@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from garo_optax._app import bench, step_time
+from garo_optax._app import bench, bench_report, step_time
+from garo_optax._src import report as report_lib
 
 SPEED_STEPS = 10_000  # the horizon of schedules (warmup-cosine, windows).
 REFERENCES = ("adam", "sgd")  # timed in every group
@@ -187,29 +188,41 @@ def run_speed(
     return report
 
 
+_SPEED_COLUMNS = (
+    report_lib.Column("optimizer", "<"),
+    report_lib.Column("median ms", spec=".2f"),
+    report_lib.Column("/ adam", spec=".2f"),
+    report_lib.Column("/ sgd", spec=".2f"),
+    report_lib.Column("floor B/p", spec=".1f"),
+    report_lib.Column("of floor", spec=".2f"),
+    report_lib.Column("compile s", spec=".2f"),
+)
+
+
 def format_speed(report: dict) -> str:
     """The speed table, one block per size."""
-    lines = []
+    blocks = []
     for size, result in report["sizes"].items():
-        lines.append(
+        title = (
             f"{size}: {result['num_params'] / 1e6:.1f}M params, "
             f"{result['num_leaves']} leaves, {result['rounds']} rounds, "
             f"{result.get('groups', 1)} group(s), "
             f"bandwidth {result.get('bandwidth_gbs', float('nan')):.1f} GB/s"
         )
-        lines.append(
-            f"  {'optimizer':<22} {'median ms':>10} {'/ adam':>7} {'/ sgd':>7} "
-            f"{'floor B/p':>9} {'of floor':>8} {'compile s':>9}"
-        )
-        for name, e in result["optimizers"].items():
-            nan = float("nan")
-            lines.append(
-                f"  {name:<22} {e['median_ms']:>10.2f} {e['ratio_adam']:>7.2f} "
-                f"{e['ratio_sgd']:>7.2f} {e.get('bytes_per_param', nan):>9.1f} "
-                f"{e.get('floor_fraction', nan):>8.2f} {e['compile_s']:>9.2f}"
-            )
-        lines.append("")
-    return "\n".join(lines)
+        rows = [
+            [
+                name,
+                e["median_ms"],
+                e["ratio_adam"],
+                e["ratio_sgd"],
+                e.get("bytes_per_param", float("nan")),
+                e.get("floor_fraction", float("nan")),
+                e["compile_s"],
+            ]
+            for name, e in result["optimizers"].items()
+        ]
+        blocks.append(report_lib.format_table(_SPEED_COLUMNS, rows, title) + "\n")
+    return "\n".join(blocks)
 
 
 # --- Compile time against the number of leaves (issue 16). ---
@@ -304,41 +317,45 @@ def run_compile(
 
 
 def format_compile(report: dict) -> str:
-    """The compile table: seconds and ratio to ``optax.adam`` per leaf count."""
+    """The compile table: seconds, ratio to ``optax.adam`` and HLO
+    instructions per leaf count."""
     leaves = list(report["leaves"])
     names = list(dict.fromkeys(k for n in leaves for k in report["leaves"][n]))
-    head = "".join(f" {n + ' leaves':>22}" for n in leaves)
-    lines = [
-        f"compile time of the jitted step, {report['size']} float32 per leaf "
-        "(seconds, / optax.adam, HLO instructions)",
-        f"  {'optimizer':<26}{head}",
-    ]
+    columns = [report_lib.Column("optimizer", "<")]
+    for n in leaves:
+        columns += [
+            report_lib.Column(f"{n} leaves", spec=".2f"),  # seconds
+            report_lib.Column("/ adam"),
+            report_lib.Column("HLO"),
+        ]
+    rows = []
     for name in names:
-        cells = ""
+        row = [name]
         for n in leaves:
             e = report["leaves"][n].get(name)
-            cells += (
-                f" {'':>22}"
+            row += (
+                ["", "", ""]
                 if e is None
-                else f" {e['compile_s']:>7.2f} {e['ratio_adam']:>5.2f}x"
-                f" {e['instructions']:>7d}"
+                else [e["compile_s"], f"{e['ratio_adam']:.2f}x", e["instructions"]]
             )
-        lines.append(f"  {name:<26}{cells}")
-    return "\n".join(lines) + "\n"
+        rows.append(row)
+    title = (
+        f"compile time of the jitted step, {report['size']} float32 per leaf "
+        "(seconds, / optax.adam, HLO instructions)"
+    )
+    return report_lib.format_table(columns, rows, title) + "\n"
 
 
 def plot_compile(path, report: dict) -> None:
-    """Compile seconds against leaves, one line per optimizer (log-log)."""
-    import matplotlib
-    from matplotlib.figure import Figure
+    """Compile seconds against leaves, one line per optimizer (log-log).
 
+    One colour map per family (:func:`garo_optax._app.bench_report.line_styles`),
+    so that 20 lines stay tellable apart; the optax references in black.
+    """
     leaves = [int(n) for n in report["leaves"]]
     names = list(dict.fromkeys(k for v in report["leaves"].values() for k in v))
-    fig = Figure(figsize=(9, 6))
-    ax = fig.add_subplot()
-    # One colour family per algorithm, so that 20 lines stay tellable apart.
-    families = {"autosgm": "Oranges", "clara": "Purples", "garo": "Reds"}
-    members = {f: [n for n in names if f in n] for f in families}
+    styles = bench_report.line_styles([n for n in names if n not in REFERENCES])
+    fig, ax = report_lib.new_figure((9, 6))
     for name in names:
         seconds = [
             report["leaves"][str(n)].get(name, {}).get("compile_s", np.nan)
@@ -347,16 +364,13 @@ def plot_compile(path, report: dict) -> None:
         if name in REFERENCES:
             style = dict(lw=3, color="black", ls="-" if name == "adam" else "--")
         else:
-            family = next((f for f in families if f in name), None)
-            group = members.get(family, [name])
-            shade = 0.35 + 0.6 * group.index(name) / max(len(group) - 1, 1)
-            cmap = matplotlib.colormaps[families.get(family, "Greys")]
-            style = dict(color=cmap(shade), ls=("-", "--", ":", "-.")[len(name) % 4])
+            color, dashes = styles[name]
+            style = dict(color=color, ls=dashes)
         ax.plot(leaves, seconds, marker="o", label=name, **style)
     ax.set(xscale="log", yscale="log", xlabel="leaves", ylabel="compile seconds")
     ax.set_title("First-call compile time of the jitted step (black: optax)")
     ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    report_lib.save_figure(fig, path, bbox_inches="tight")
 
 
 def write_compile(out, leaves, optimizers=None, progress=None) -> str:

@@ -25,9 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from garo_optax._src import report as report_lib
 from garo_optax._src import validate
-
-_MATPLOTLIB_HINT = 'plotting needs matplotlib: pip install "garo_optax[examples]"'
 
 
 class LRFinderResult(NamedTuple):
@@ -334,16 +333,11 @@ def plot_lr_finder(result: LRFinderResult, path: str | None = None, ax: Any = No
       ImportError: matplotlib is not installed (``pip install
         "garo_optax[examples]"``).
     """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        raise ImportError(_MATPLOTLIB_HINT) from error
-
     if ax is None:
-        fig = Figure(figsize=(6, 4), layout="tight")
-        ax = fig.add_subplot()
+        fig, ax = report_lib.new_figure((6, 4), layout="tight")
     else:
         fig = ax.figure
+        ax.grid(True, **report_lib.GRID)
     lrs = np.asarray(result.learning_rates)
     losses = np.asarray(result.losses, np.float64)
     smoothed = np.asarray(result.smoothed_losses, np.float64)
@@ -365,8 +359,7 @@ def plot_lr_finder(result: LRFinderResult, path: str | None = None, ax: Any = No
     if result.diverged:
         title += f" (diverged after {result.num_valid} steps)"
     ax.set(xlabel="learning rate", ylabel="loss", title=title)
-    ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     if path is not None:
-        fig.savefig(path, format="png", dpi=100)
+        report_lib.save_figure(fig, path, format="png")
     return fig

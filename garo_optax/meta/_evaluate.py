@@ -52,6 +52,7 @@ import optax
 from garo_optax import tasks as tasks_lib
 from garo_optax._src import controller as ctl
 from garo_optax._src import garo as garo_lib
+from garo_optax._src import report as report_lib
 from garo_optax.meta import _unroll
 
 
@@ -342,6 +343,15 @@ def summary_rows(results: dict[str, Curve]) -> list[dict]:
     return rows
 
 
+_FAMILY_COLUMNS = (
+    report_lib.Column("optimizer", "<"),
+    report_lib.Column("final loss", spec=".4g"),
+    report_lib.Column("eval loss", spec=".4g"),
+    report_lib.Column("lr", spec=".2g"),
+    report_lib.Column("steps to adam"),
+)
+
+
 def format_table(family: str, rows: list[dict]) -> str:
     """A plain-text table of :func:`summary_rows` (best final loss marked).
 
@@ -353,20 +363,17 @@ def format_table(family: str, rows: list[dict]) -> str:
       The table.
     """
     best = min(r["final_loss"] for r in rows)
-    lines = [
-        family,
-        f"  {'optimizer':<20} {'final loss':>12} {'eval loss':>12} "
-        f"{'lr':>9} {'steps to adam':>14}",
+    cells = [
+        [
+            r["optimizer"],
+            report_lib.Marked(r["final_loss"], "*" if r["final_loss"] == best else ""),
+            r["eval_loss"],
+            None if np.isnan(r["learning_rate"]) else r["learning_rate"],
+            r["steps_to_adam"],
+        ]
+        for r in rows
     ]
-    for r in rows:
-        lr = "" if np.isnan(r["learning_rate"]) else f"{r['learning_rate']:.2g}"
-        steps = "-" if r["steps_to_adam"] is None else str(r["steps_to_adam"])
-        mark = " *" if r["final_loss"] == best else ""
-        lines.append(
-            f"  {r['optimizer']:<20} {r['final_loss']:>12.4g} {r['eval_loss']:>12.4g} "
-            f"{lr:>9} {steps:>14}{mark}"
-        )
-    return "\n".join(lines)
+    return report_lib.format_table(_FAMILY_COLUMNS, cells, family)
 
 
 def plot_family(path, family: str, results: dict[str, Curve]) -> None:
@@ -384,15 +391,13 @@ def plot_family(path, family: str, results: dict[str, Curve]) -> None:
     Returns:
       None.
     """
-    family_figure(family, results).savefig(path, dpi=110)
+    report_lib.save_figure(family_figure(family, results), path)
 
 
 def family_figure(family: str, results: dict[str, Curve]):
-    """The figure of :func:`plot_family` (a ``matplotlib.figure.Figure``)."""
-    from matplotlib.figure import Figure  # no pyplot: the user's backend stays
-
-    fig = Figure(figsize=(7, 4.5))
-    ax = fig.subplots()
+    """The figure of :func:`plot_family` (a bare ``matplotlib.figure.Figure``:
+    no pyplot, the user's backend stays)."""
+    fig, ax = report_lib.new_figure((7, 4.5), layout="tight")
     curves = {n: np.asarray(c.losses, float) for n, c in results.items()}
     kept = [c[c > 0] for c in curves.values() if np.all(np.isfinite(c))]
     kept = [c for c in kept if c.size] or [np.ones(1)]
@@ -411,7 +416,6 @@ def family_figure(family: str, results: dict[str, Curve]):
     ax.set_ylabel("training loss (mean over tasks)")
     ax.set_title(f"{family} (x: a run that diverged or left the axis)")
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
     return fig
 
 
@@ -508,24 +512,36 @@ def format_summary(summary: dict) -> str:
     """
     n, ref = summary["families"], summary["reference"]
     pct = f"{summary['tolerance']:.0%}"
-    lines = []
+    tables = []
     if summary["default_rates"]:
         best = max(r["within"] for r in summary["default_rates"])
-        lines += [
-            f"one good default: adam at a fixed rate, within {pct} of {ref}",
-            f"  {'learning rate':<20} {'families':>12}",
+        columns = (
+            report_lib.Column("learning rate", "<", spec=".2g"),
+            report_lib.Column("families"),
+        )
+        rows = [
+            [
+                r["learning_rate"],
+                report_lib.Marked(
+                    _count(r["within"], n), "*" if r["within"] == best else ""
+                ),
+            ]
+            for r in summary["default_rates"]
         ]
-        for r in summary["default_rates"]:
-            mark = " *" if r["within"] == best else ""
-            count = _count(r["within"], n)
-            lines.append(f"  {r['learning_rate']:<20.2g} {count:>12}{mark}")
-        lines.append("")
-    lines += [
-        f"families (of {n}) within {pct} of {ref or '-'} and no worse than the "
-        "median peer",
-        f"  {'optimizer':<20} {'within ' + pct:>12} {'<= median peer':>15}",
+        title = f"one good default: adam at a fixed rate, within {pct} of {ref}"
+        tables.append(report_lib.format_table(columns, rows, title))
+    columns = (
+        report_lib.Column("optimizer", "<"),
+        report_lib.Column(f"within {pct}"),
+        report_lib.Column("<= median peer"),
+    )
+    rows = [
+        [r["optimizer"], _count(r["within"], n), _count(r["vs_median_peer"], n)]
+        for r in summary["optimizers"]
     ]
-    for r in summary["optimizers"]:
-        close, median = _count(r["within"], n), _count(r["vs_median_peer"], n)
-        lines.append(f"  {r['optimizer']:<20} {close:>12} {median:>15}")
-    return "\n".join(lines)
+    title = (
+        f"families (of {n}) within {pct} of {ref or '-'} and no worse than the "
+        "median peer"
+    )
+    tables.append(report_lib.format_table(columns, rows, title))
+    return "\n\n".join(tables)
