@@ -21,6 +21,7 @@ import pytest
 
 import garo_optax
 from garo_optax import meta
+from garo_optax.meta import _train
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -301,12 +302,29 @@ def test_checkpointed_segment_memory_grows_sublinearly():
         (dict(outer_learning_rate=-1.0), "outer_learning_rate"),
         (dict(families=()), "families"),
         (dict(hidden_size=0), "hidden_size"),
+        (dict(warm_start="garo-v9"), "warm_start"),
+        # garo-v1 is the seed design, this config the scale-free one.
+        (dict(warm_start="garo-v1", scale_free=True), "design"),
+        (dict(warm_start="garo-v1", hidden_size=16), "design"),
     ],
 )
 def test_bad_configs_raise(fields, match):
     fields = {"families": (_quadratic_family(),), **fields}
     with pytest.raises(ValueError, match=match):
         meta.check_config(meta.MetaConfig(**fields))
+
+
+def test_warm_start_starts_from_the_shipped_controller():
+    shipped = garo_optax.pretrained("garo-v2-short")
+    config = _train.get_config("garo-v2")
+    assert config.warm_start == "garo-v2-short"
+    meta.check_config(config)
+    start = meta.initial_controller(config)
+    assert start.design == shipped.design
+    for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(shipped)):
+        np.testing.assert_array_equal(a, b)
+    fresh = meta.initial_controller(config._replace(warm_start=None))
+    assert not np.array_equal(fresh.w_ih, shipped.w_ih)
 
 
 # The run of `_meta_training` on 8 host devices, in a fresh process (the device

@@ -49,6 +49,7 @@ ADAM = {
     "rnn_sequence": (1e-2, 100, 0.37, POPULATION),  # 0.19
     "autoencoder_digits": (1e-2, 100, 0.69, POPULATION),  # 0.39
     "mlp_breast_cancer": (1e-2, 100, 0.45, POPULATION),  # 0.23
+    "mlp_synthetic": (1e-2, 100, 0.85, POPULATION),  # 0.71
 }
 # Compiling dominates these tests; the lowest LLVM optimisation level cuts it
 # by 2-4x (and slows a convolution or transformer step about 3x).
@@ -56,6 +57,7 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0}
 MASKED = {
     "mlp_digits": "width_mask",
     "mnist1d_mlp": "width_mask",
+    "mlp_synthetic": "width_mask",
     "cnn_digits": "channel_mask",
     "mnist1d_cnn": "channel_mask",
 }

@@ -50,6 +50,7 @@ from garo_optax.tasks import get_family as get_family
 from garo_optax.tasks import logistic_family as logistic_family
 from garo_optax.tasks import mlp_breast_cancer_family as mlp_breast_cancer_family
 from garo_optax.tasks import mlp_digits_family as mlp_digits_family
+from garo_optax.tasks import mlp_synthetic_family as mlp_synthetic_family
 from garo_optax.tasks import mnist1d_cnn_family as mnist1d_cnn_family
 from garo_optax.tasks import mnist1d_mlp_family as mnist1d_mlp_family
 from garo_optax.tasks import noisy_quadratic_family as noisy_quadratic_family
@@ -89,6 +90,7 @@ __all__ = (
     "meta_train",
     "mlp_digits_family",
     "mlp_breast_cancer_family",
+    "mlp_synthetic_family",
     "mnist1d_cnn_family",
     "mnist1d_mlp_family",
     "noisy_quadratic_family",

@@ -88,6 +88,7 @@ from garo_optax.tasks._extra import (
     autoencoder_digits_family as autoencoder_digits_family,
 )
 from garo_optax.tasks._extra import mlp_breast_cancer_family as mlp_breast_cancer_family
+from garo_optax.tasks._extra import mlp_synthetic_family as mlp_synthetic_family
 from garo_optax.tasks._extra import rnn_sequence_family as rnn_sequence_family
 from garo_optax.tasks._registry import EXTRA_TRAIN_FAMILIES as EXTRA_TRAIN_FAMILIES
 from garo_optax.tasks._registry import FAMILIES as FAMILIES
@@ -116,6 +117,7 @@ __all__ = (
     "get_family",
     "logistic_family",
     "mlp_breast_cancer_family",
+    "mlp_synthetic_family",
     "mlp_digits_family",
     "mnist1d_cnn_family",
     "mnist1d_mlp_family",

@@ -1,4 +1,4 @@
-r"""Training-only task families: a recurrent net, an autoencoder, a small MLP.
+r"""Training-only task families: a recurrent net, an autoencoder, two MLPs.
 
 They widen the meta-training distribution (``EXTRA_TRAIN_FAMILIES`` of
 :mod:`garo_optax.tasks`) along axes the original training families lack,
@@ -29,7 +29,11 @@ import numpy as np
 from garo_optax._src import validate
 from garo_optax.tasks._classifiers import mlp_classifier_family
 from garo_optax.tasks._core import Task, TaskFamily
-from garo_optax.tasks._data import sample_indices, sklearn_split
+from garo_optax.tasks._data import (
+    sample_indices,
+    sklearn_split,
+    synthetic_classification_split,
+)
 from garo_optax.tasks._layers import check_activations, lead, mixed_activation
 from garo_optax.tasks._sampling import (
     log_uniform,
@@ -289,6 +293,52 @@ def mlp_breast_cancer_family(
     return mlp_classifier_family(
         "mlp_breast_cancer",
         sklearn_split("breast_cancer"),
+        max_width=max_width,
+        min_width=min_width,
+        max_depth=max_depth,
+        min_depth=min_depth,
+        batch_size=batch_size,
+        activations=activations,
+    )
+
+
+def mlp_synthetic_family(
+    max_width: int = 128,
+    min_width: int = 32,
+    max_depth: int = 2,
+    min_depth: int = 1,
+    batch_size: int = 128,
+    activations: Sequence[str] = ("relu", "tanh", "gelu"),
+) -> TaskFamily:
+    """MLP classifiers on a synthetic 10-class set, some fitting it, some not.
+
+    As :func:`~garo_optax.tasks.mlp_digits_family` (width mask, layer gates,
+    activation, init scale per config) on 4,000 training / 1,000 held-out
+    samples of scikit-learn's ``make_classification`` (40 features, two
+    clusters per class, 2% flipped labels:
+    :func:`~garo_optax.tasks._data.synthetic_classification_split`), in noisy
+    mini-batches of 128. Over 1000 steps of Adam, the wide two-layer configs
+    memorize the training set (a rate decayed to zero ends 6 to 25 times lower
+    than a constant one) while the narrow or one-layer ones underfit it (the
+    constant rate ends 2 to 30% lower): both regimes of a real classifier, in
+    one family, at up to 23,050 parameters (the largest training family).
+
+    Args:
+      max_width: the static hidden width.
+      min_width: the smallest sampled width.
+      max_depth: the static number of hidden layers.
+      min_depth: the smallest sampled depth.
+      batch_size: the mini-batch size.
+      activations: names among relu, tanh, gelu, silu, chosen per config.
+
+    Returns:
+      A :class:`~garo_optax.tasks.TaskFamily` named ``"mlp_synthetic"``;
+      configs as in :func:`~garo_optax.tasks.mlp_digits_family`. 23,050 params
+      at most by default.
+    """
+    return mlp_classifier_family(
+        "mlp_synthetic",
+        synthetic_classification_split(),
         max_width=max_width,
         min_width=min_width,
         max_depth=max_depth,

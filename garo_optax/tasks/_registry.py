@@ -16,7 +16,8 @@ unseen) and ``char_transformer`` (unseen modality and architecture: attention,
 LayerNorm, embeddings, 100k params; too slow on CPU to meta-train on anyway).
 
 **Training-only** families, ``EXTRA_TRAIN_FAMILIES`` (``rnn_sequence``,
-``autoencoder_digits``, ``mlp_breast_cancer``, in :mod:`garo_optax.tasks._extra`):
+``autoencoder_digits``, ``mlp_breast_cancer``, ``mlp_synthetic``, in
+:mod:`garo_optax.tasks._extra`):
 never held out and not in the original ``META_TRAIN_FAMILIES``, so controllers
 trained on that tuple are unchanged.
 
@@ -42,6 +43,7 @@ from garo_optax.tasks._core import TaskFamily
 from garo_optax.tasks._extra import (
     autoencoder_digits_family,
     mlp_breast_cancer_family,
+    mlp_synthetic_family,
     rnn_sequence_family,
 )
 from garo_optax.tasks._synthetic import (
@@ -67,6 +69,7 @@ FAMILIES: dict[str, Callable[[], TaskFamily]] = {
     "rnn_sequence": rnn_sequence_family,
     "autoencoder_digits": autoencoder_digits_family,
     "mlp_breast_cancer": mlp_breast_cancer_family,
+    "mlp_synthetic": mlp_synthetic_family,
 }
 """Constructors, with default arguments, of every built-in family, by name."""
 
@@ -94,6 +97,7 @@ EXTRA_TRAIN_FAMILIES: tuple[str, ...] = (
     "rnn_sequence",
     "autoencoder_digits",
     "mlp_breast_cancer",
+    "mlp_synthetic",
 )
 """Training-only families added to widen meta-training (never held out)."""
 
