@@ -119,12 +119,6 @@ def _over(x: jax.Array, d: jax.Array) -> jax.Array:
     return x / d
 
 
-def _leaf_mean(x: jax.Array, dtype) -> jax.Array:
-    if x.size == 0:
-        return jnp.zeros([], dtype)
-    return jnp.mean(x, dtype=dtype).astype(dtype)
-
-
 def _tukey(u: jax.Array) -> jax.Array:
     # Tukey's biweight u (1 - u^2)^2 on u clipped to [0, 1].
     u = jnp.minimum(u, 1.0)
@@ -348,8 +342,9 @@ def _moment_coefficients(config: _AutoSgmConfig, step: jax.Array, dtype) -> tupl
 class _LeafState(NamedTuple):
     """One leaf's part of :class:`ScaleByAutoSgmState` (its fields but ``count``).
 
-    Tree fields hold the leaf's array, per-leaf scalar fields its entry;
-    ``None`` where the configuration keeps no such state.
+    Tree fields hold the leaf's array; ``None`` where the configuration keeps
+    no such state, and for the per-leaf scalar fields, which the step reads
+    and writes as vectors over the leaves (:func:`_numerators`).
     """
 
     mu: jax.Array
@@ -427,21 +422,6 @@ def _direction(q, d, w, scale_q, scale_w) -> jax.Array:
     return v
 
 
-def _chebyshev_scalar_numerator(
-    coef: _StepCoefficients, v: jax.Array, norm_mean: jax.Array, norm_var: jax.Array
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    r"""``"chebyshev_scalar"``: ``(a, E[||v||], E[r^2])`` with
-    :math:`a = \alpha_t \min(r, 4 \sigma) / r`, :math:`r = \|v - E[\|v\|]\| +
-    \epsilon` and :math:`\sigma = \sqrt{E[r^2]} + \epsilon`."""
-    dtype, bn, eps = coef.lr0.dtype, coef.beta_n, coef.eps
-    norm = jnp.sqrt(numerics.squared_norm(v, dtype))
-    mean = bn * norm_mean + (1.0 - bn) * norm
-    dev = jnp.sqrt(numerics.squared_norm(v - _cast(mean, v.dtype), dtype)) + eps
-    var = bn * norm_var + (1.0 - bn) * jnp.square(dev)
-    sigma = jnp.sqrt(var) + eps
-    return coef.lr0 * jnp.minimum(dev, _CLIP_FACTOR * sigma) / dev, mean, var
-
-
 class _Denominators(NamedTuple):
     r"""The denominator :math:`d_t` of a non-constant numerator, once per loop.
 
@@ -463,7 +443,7 @@ class _Denominators(NamedTuple):
 
 
 def _max_bound_terms(
-    coef: _StepCoefficients, index: int, w: jax.Array, g_hat: jax.Array, corr
+    coef: _StepCoefficients, copy: int | None, w: jax.Array, g_hat: jax.Array, corr
 ) -> tuple[jax.Array, jax.Array]:
     r"""``"max_bound"``: ``(terms, corr)``, the terms
     :math:`\min(E[\alpha_t (|w|^2 + |\hat g|^2)], \alpha_t)` whose mean is
@@ -472,10 +452,11 @@ def _max_bound_terms(
     corr = _cast(coef.beta_n, real) * corr.astype(real) + _cast(
         (1.0 - coef.beta_n) * coef.lr0, real
     ) * (numerics.abs_square(w) + numerics.abs_square(g_hat))
-    # The leaf's own copy of lr0: XLA:CPU writes a broadcast scalar that the
-    # sums of two leaves of one shape share out as an array (private_copy).
-    # Measured at 100M: 194 ms a step with it, 234 ms without.
-    bound = xla_cpu.private_copy(coef.lr0, coef.count, index)
+    # The leaf's own copy of lr0 (xla_cpu.sum_copies): XLA:CPU writes a
+    # broadcast scalar that the sums of two leaves of one shape share out as an
+    # array (private_copy). Measured at 100M: 194 ms a step with it, 234 ms
+    # without. A copy per leaf cost 13 ms of compile time each.
+    bound = xla_cpu.private_copy(coef.lr0, coef.count, copy)
     return jnp.minimum(corr, _cast(bound, real)), corr
 
 
@@ -553,49 +534,110 @@ def _correlation_terms(
     )
 
 
-def _numerator(
+class _LeafWork(NamedTuple):
+    """A leaf's filtered arrays, which its numerator and update read (in the
+    leaf's compute dtype); ``None`` where the configuration has none."""
+
+    g: jax.Array  # the gradient, with coupled weight decay
+    w: jax.Array | None  # the parameters
+    q: jax.Array  # the smoothing filter's output
+    d: jax.Array | None  # the step's denominator
+    ds: _Denominators | None  # the copies of d of a non-constant numerator
+
+
+def _numerator_terms(
     config: _AutoSgmConfig,
     coef: _StepCoefficients,
-    index: int,
-    leaf: tuple[jax.Array, jax.Array | None, jax.Array, _Denominators],
+    copy: int | None,
+    work: _LeafWork,
     old: _LeafState,
 ) -> tuple[jax.Array, _LeafState]:
-    r"""The numerator :math:`a_t` of a non-constant numerator, and the leaf's
-    new numerator states.
-
-    ``leaf`` is ``(g, w, q, ds)``: the gradient and parameters in the leaf's
-    compute dtype, the filter output and the denominators.
-    """
-    g, w, q, ds = leaf
-    if config.numerator == "chebyshev_scalar":
-        v = _direction(q, ds.step, w, coef.out_scale, coef.decoupled_decay)
-        a, mean, var = _chebyshev_scalar_numerator(coef, v, old.norm_mean, old.norm_var)
-        return a, old._replace(norm_mean=mean, norm_var=var)
+    r"""``"max_bound"``, ``"markov"`` and ``"chebyshev"``: ``(terms, state)``, the
+    terms whose mean is the leaf's :math:`b_t` and its new numerator states;
+    ``copy`` is the :func:`xla_cpu.private_copy` of :math:`\alpha_t` that
+    ``"max_bound"``'s sum reads."""
     if config.numerator == "max_bound":
-        terms, corr = _max_bound_terms(coef, index, w, _over(g, ds.average), old.corr)
-        b = _leaf_mean(terms, coef.lr0.dtype)
-        old = old._replace(corr=corr.astype(old.corr.dtype))
-    else:
-        terms, old = _correlation_terms(config, coef, g, w, ds, old)
-        b = jnp.maximum(_leaf_mean(terms, coef.lr0.dtype), _NUMERATOR_FLOOR * coef.lr0)
-    # L_t = 0.1 L_{t-1} + 0.9 b_t, the original's EMA0.1.
-    a = _NUMERATOR_POLE * old.lr_num + (1.0 - _NUMERATOR_POLE) * b
-    return a, old._replace(lr_num=a)
+        g_hat = _over(work.g, work.ds.average)
+        terms, corr = _max_bound_terms(coef, copy, work.w, g_hat, old.corr)
+        return terms, old._replace(corr=corr.astype(old.corr.dtype))
+    return _correlation_terms(config, coef, work.g, work.w, work.ds, old)
 
 
-def _autosgm_leaf(
+def _leaf_means(arrays: list[jax.Array], dtype) -> jax.Array:
+    # The mean of each array (0 for an empty one) as one vector: the sums
+    # stacked, then one division (jnp.mean's sum / n, entry by entry).
+    sums = jnp.stack([jnp.sum(x, dtype=dtype).astype(dtype) for x in arrays])
+    return sums / jnp.asarray([max(x.size, 1) for x in arrays], dtype)
+
+
+def _chebyshev_scalar_numerators(
+    coef: _StepCoefficients, works: list[_LeafWork], norm_mean, norm_var
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    r"""``"chebyshev_scalar"``: ``(a, E[||v||], E[r^2])``, vectors over the
+    leaves, with :math:`a = \alpha_t \min(r, 4 \sigma) / r`, :math:`r = \|v -
+    E[\|v\|]\| + \epsilon` and :math:`\sigma = \sqrt{E[r^2]} + \epsilon`."""
+    dtype, bn, eps = coef.lr0.dtype, coef.beta_n, coef.eps
+    vs = [
+        _direction(w.q, w.d, w.w, coef.out_scale, coef.decoupled_decay) for w in works
+    ]
+    norm = jnp.sqrt(jnp.stack([numerics.squared_norm(v, dtype) for v in vs]))
+    mean = bn * norm_mean + (1.0 - bn) * norm
+    # Each leaf's sum reads its entry of the mean (xla_cpu.vector_entries).
+    centered = zip(vs, xla_cpu.vector_entries(mean))
+    dev = jnp.stack(
+        [numerics.squared_norm(v - _cast(m, v.dtype), dtype) for v, m in centered]
+    )
+    dev = jnp.sqrt(dev) + eps
+    var = bn * norm_var + (1.0 - bn) * jnp.square(dev)
+    sigma = jnp.sqrt(var) + eps
+    return coef.lr0 * jnp.minimum(dev, _CLIP_FACTOR * sigma) / dev, mean, var
+
+
+def _numerators(
     config: _AutoSgmConfig,
     coef: _StepCoefficients,
-    index: int,
+    state: ScaleByAutoSgmState,
+    works: list[_LeafWork],
+    news: list[_LeafState],
+) -> tuple[jax.Array, list[_LeafState], dict[str, jax.Array]]:
+    r"""The numerators :math:`a_t` of a non-constant numerator: ``(a, leaves,
+    vectors)``, ``a`` a vector over the leaves, the leaves' new numerator
+    states and the new per-leaf scalar fields.
+
+    The scalar math runs once on vectors over the leaves, not in each leaf's
+    loops: see :func:`xla_cpu.vector_entries` for why a leaf reads no entry
+    of a per-leaf vector but its :math:`a_t`.
+    """
+    if config.numerator == "chebyshev_scalar":
+        a, mean, var = _chebyshev_scalar_numerators(
+            coef, works, state.norm_mean, state.norm_var
+        )
+        return a, news, {"norm_mean": mean, "norm_var": var}
+    # Copies of lr0 for the sums of further leaves of one shape (private_copy).
+    copies = xla_cpu.sum_copies([w.g for w in works])
+    rows = [
+        _numerator_terms(config, coef, copy, work, new)
+        for copy, work, new in zip(copies, works, news)
+    ]
+    b = _leaf_means([terms for terms, _ in rows], coef.lr0.dtype)
+    if config.numerator != "max_bound":
+        b = jnp.maximum(b, _NUMERATOR_FLOOR * coef.lr0)
+    # L_t = 0.1 L_{t-1} + 0.9 b_t, the original's EMA0.1.
+    a = _NUMERATOR_POLE * state.lr_num + (1.0 - _NUMERATOR_POLE) * b
+    return a, [new for _, new in rows], {"lr_num": a}
+
+
+def _leaf_filters(
+    config: _AutoSgmConfig,
+    coef: _StepCoefficients,
     grad: jax.Array,
     param: jax.Array | None,
     old: _LeafState,
-) -> tuple[jax.Array, _LeafState]:
-    r"""One leaf's step: ``(update, state)``.
+) -> tuple[_LeafWork, _LeafState]:
+    r"""One leaf's filters: ``(work, state)``, with the new ``mu`` and ``nu``.
 
-    The update is :math:`\rho_t a_t v_t` in the gradient's dtype (without the
-    sign flip); element-wise work runs in float32 at least (complex for complex
-    leaves). ``param`` is ``None`` when the configuration does not read it.
+    Element-wise work runs in float32 at least (complex for complex leaves).
+    ``param`` is ``None`` when the configuration does not read it.
     """
     dtypes = (grad.dtype, old.mu.dtype) + (() if param is None else (param.dtype,))
     work = numerics.compute_dtype(*dtypes)
@@ -604,7 +646,7 @@ def _autosgm_leaf(
     if coef.coupled_decay is not None:
         g = g + _cast(coef.coupled_decay, work) * w
     q, mu = _smoothing_filter(config, coef, old.mu, g)
-    new, a, d = old._replace(mu=mu), coef.lr0, None
+    new, d, ds = old._replace(mu=mu), None, None
     if config.adaptive:
         nu = _second_moment(coef, old.nu, g)
         new = new._replace(nu=nu.astype(old.nu.dtype))
@@ -614,13 +656,41 @@ def _autosgm_leaf(
             ds = _Denominators(
                 *(_denominator(config, coef, nu, s) for s in coef.d_scales)
             )
-            a, new = _numerator(config, coef, index, (g, w, q, ds), new)
             d = ds.step
+    return _LeafWork(g, w, q, d, ds), new
+
+
+def _leaf_update(coef: _StepCoefficients, work: _LeafWork, a, dtype) -> jax.Array:
+    r"""One leaf's update :math:`\rho_t a_t v_t` in ``dtype`` (without the sign
+    flip), for its numerator ``a``."""
     lr = a if coef.rho is None else coef.rho * a
     scale_q = lr if coef.out_scale is None else lr * coef.out_scale
     scale_w = None if coef.decoupled_decay is None else lr * coef.decoupled_decay
-    update = _direction(q, d, w, scale_q, scale_w).astype(grad.dtype)
-    return update, new._replace(lr=lr)
+    return _direction(work.q, work.d, work.w, scale_q, scale_w).astype(dtype)
+
+
+def _autosgm_step(
+    config: _AutoSgmConfig, coef: _StepCoefficients, state, grads, params, olds
+) -> tuple[list[jax.Array], list[_LeafState], dict[str, jax.Array]]:
+    """The step of every leaf: ``(updates, leaves, vectors)``, the leaves' new
+    states and the new per-leaf scalar fields (``lr`` and the numerator's)."""
+    filtered = [
+        _leaf_filters(config, coef, g, w, old) for g, w, old in zip(grads, params, olds)
+    ]
+    works, news = [w for w, _ in filtered], [n for _, n in filtered]
+    if coef.d_scales is None:  # the constant numerator: a_t = alpha_t
+        a = coef.lr0
+        lr = jnp.stack([a if coef.rho is None else coef.rho * a] * len(grads))
+        numerators, vectors = [a] * len(grads), {}
+    else:
+        a, news, vectors = _numerators(config, coef, state, works, news)
+        lr = a if coef.rho is None else coef.rho * a
+        numerators = xla_cpu.vector_entries(a)
+    updates = [
+        _leaf_update(coef, work, a_k, g.dtype)
+        for work, a_k, g in zip(works, numerators, grads)
+    ]
+    return updates, news, {**vectors, "lr": lr}
 
 
 # --- The state: init, and split into leaves and joined back. ------------------------
@@ -667,14 +737,13 @@ def _init_state(config: _AutoSgmConfig, params) -> ScaleByAutoSgmState:
 
 
 def _split_state(state: ScaleByAutoSgmState, treedef, num: int) -> list[_LeafState]:
-    """The leaves' parts of ``state``, in ``treedef``'s leaf order."""
+    """The leaves' parts of ``state``, in ``treedef``'s leaf order (``None`` for
+    the per-leaf scalar fields, which the step reads as vectors)."""
 
     def column(name: str) -> list:
         value = getattr(state, name)
-        if value is None or name == "lr":  # no leaf reads the old lr
+        if value is None or name in _PER_LEAF_SCALARS:
             return [None] * num
-        if name in _PER_LEAF_SCALARS:
-            return [value[i] for i in range(num)]
         return treedef.flatten_up_to(value)
 
     columns = [column(name) for name in _LeafState._fields]
@@ -682,9 +751,14 @@ def _split_state(state: ScaleByAutoSgmState, treedef, num: int) -> list[_LeafSta
 
 
 def _joined_state(
-    state: ScaleByAutoSgmState, treedef, leaves: list[_LeafState], count: jax.Array
+    state: ScaleByAutoSgmState,
+    treedef,
+    leaves: list[_LeafState],
+    vectors: dict[str, jax.Array],
+    count: jax.Array,
 ) -> ScaleByAutoSgmState:
-    """The new state from the leaves' new parts (the old one for no leaves)."""
+    """The new state from the leaves' new parts and the new per-leaf scalar
+    fields ``vectors`` (the old state for no leaves)."""
     if not leaves:
         return state._replace(count=optax.safe_increment(state.count))
 
@@ -692,7 +766,7 @@ def _joined_state(
         if getattr(state, name) is None:
             return None
         if name in _PER_LEAF_SCALARS:
-            return jnp.stack(values)
+            return vectors[name]
         return treedef.unflatten(values)
 
     new = _LeafState(*map(field, _LeafState._fields, zip(*leaves)))
@@ -794,13 +868,12 @@ def scale_by_autosgm(
         num = len(grads)
         params = treedef.flatten_up_to(params) if config.reads_params else [None] * num
         coef = _step_coefficients(config, state.count, state.lr.dtype)
-        leaves = _split_state(state, treedef, num)
-        steps = [
-            _autosgm_leaf(config, coef, i, g, w, old)
-            for i, (g, w, old) in enumerate(zip(grads, params, leaves))
-        ]
-        new_state = _joined_state(state, treedef, [s for _, s in steps], coef.count)
-        return treedef.unflatten([u for u, _ in steps]), new_state
+        olds = _split_state(state, treedef, num)
+        if not num:
+            return updates, _joined_state(state, treedef, [], {}, coef.count)
+        steps, leaves, vectors = _autosgm_step(config, coef, state, grads, params, olds)
+        new_state = _joined_state(state, treedef, leaves, vectors, coef.count)
+        return treedef.unflatten(steps), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
