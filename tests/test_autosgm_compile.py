@@ -43,3 +43,14 @@ def test_vector_entries_are_exact():
     got = np.array([float(x) for x in entries], np.float32)
     np.testing.assert_array_equal(got, np.asarray(values))
     assert np.signbit(got[1])
+
+
+def test_vector_entries_index_past_the_mask_limit(monkeypatch):
+    """Above MASKED_READ_LIMIT the n**2 masks would cost memory and work:
+    plain indexing, same values."""
+    monkeypatch.setattr(xla_cpu, "MASKED_READ_LIMIT", 4)
+    values = jnp.arange(6, dtype=jnp.float32) - 2.5
+    text = jax.jit(lambda v: xla_cpu.vector_entries(v)).lower(values).as_text()
+    assert "select" not in text and "slice" in text
+    got = np.array([float(x) for x in xla_cpu.vector_entries(values)])
+    np.testing.assert_array_equal(got, np.asarray(values))
