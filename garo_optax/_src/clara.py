@@ -218,7 +218,7 @@ class _ClaraConfig(NamedTuple):
 def _clara_step(
     config: _ClaraConfig,
     state: ScaleByClaraState | ScaleByAdamClaraState,
-    squared_norms: Sequence[jax.Array],
+    squared_norms: xla_cpu.LeafSums,
     step_directions: Sequence[Callable[[], jax.Array]],
     path_directions: Sequence[Callable[[], jax.Array]],
     paths: Sequence[jax.Array],
@@ -227,8 +227,10 @@ def _clara_step(
     """One CLARA step over the flattened leaves, given their directions.
 
     Shared by :func:`scale_by_clara` and the fused Adam-CLARA core. Leaf ``k``'s
-    direction is described three times: ``squared_norms[k]`` (a scalar in the
-    dtype of ``state.lr_factor``), and ``step_directions[k]()`` and
+    direction is described three times: its squared norm (in
+    ``squared_norms``, scalars in the dtype of ``state.lr_factor``; small
+    leaves' summed together, see :func:`xla_cpu.leaf_sums`), and
+    ``step_directions[k]()`` and
     ``path_directions[k]()``, which return the same values in a compute dtype
     (float, or complex for complex leaves). The two callables are separate so
     that a caller may write them as different expressions (see
@@ -246,8 +248,9 @@ def _clara_step(
     """
     dtype = state.lr_factor.dtype
     cum = numerics.as_real(config.c, dtype)
-    # Global scalars are computed once for all leaves (xla_cpu.sum_once).
-    total = xla_cpu.sum_once(squared_norms, dtype)
+    # Global scalars are computed once for all leaves, and the per-leaf
+    # scalar math runs on the vectors of small leaves' sums (xla_cpu).
+    total = squared_norms.total(dtype)
     # NaN/Inf anywhere in the direction shows up in the norms, which are
     # computed before anything is written: the path and the rate keep their
     # old values instead of being poisoned.
@@ -275,11 +278,23 @@ def _clara_step(
     return new_updates, new_paths, lr_factor, lr, next_base
 
 
-def _inverse_norms(normalize: Normalize, squared_norms, total) -> list[jax.Array]:
+def _inverse_norms(
+    normalize: Normalize, squared_norms: xla_cpu.LeafSums, total
+) -> list[jax.Array]:
     """``1 / max(norm, floor)`` per leaf: its own norm's, or the tree's."""
+    inverse = lambda s: jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2))
     if normalize == "global":
-        return [jax.lax.rsqrt(jnp.maximum(total, _NORM_FLOOR**2))] * len(squared_norms)
-    return [jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2)) for s in squared_norms]
+        return [inverse(total)] * len(squared_norms.scalars)
+    return squared_norms.map(inverse).entries()
+
+
+def _squared_terms(x: jax.Array, dtype) -> jax.Array:
+    """The terms :math:`|x_i|^2` whose sum is ``numerics.squared_norm(x,
+    dtype)``, in ``dtype`` (real)."""
+    dtype = numerics.real_dtype(dtype)
+    if jnp.iscomplexobj(x):
+        return numerics.abs_square(x.astype(numerics.complex_dtype(dtype)))
+    return jnp.square(x.astype(dtype))
 
 
 def _path_step(path: jax.Array, direction: jax.Array, keep, gain) -> jax.Array:
@@ -304,9 +319,8 @@ def _rate_change(config: _ClaraConfig, new_paths, finite, dtype) -> jax.Array:
     reference = numerics.as_real(mu, dtype) * (
         num_tensors if config.normalize == "per_tensor" else 1
     )
-    path_length = xla_cpu.sum_once(
-        [numerics.squared_norm(p, dtype) for p in new_paths], dtype
-    )
+    square = functools.partial(_squared_terms, dtype=dtype)
+    path_length = xla_cpu.leaf_sums([square] * len(new_paths), new_paths).total(dtype)
     damping = numerics.as_real(config.damping, dtype)
     return jnp.where(finite, jnp.exp(damping * (path_length / reference - 1)), change)
 
@@ -386,7 +400,10 @@ def scale_by_clara(
         new_updates, new_paths, lr_factor, lr, base_lr = _clara_step(
             config,
             state,
-            [numerics.squared_norm(a, dtype) for a in directions],
+            xla_cpu.leaf_sums(
+                [functools.partial(_squared_terms, dtype=dtype)] * len(directions),
+                directions,
+            ),
             as_compute,
             as_compute,
             paths,
@@ -549,7 +566,7 @@ def _scale_by_adam_clara(
         new_updates, new_paths, lr_factor, lr, base_lr = _clara_step(
             config,
             state,
-            [a.squared_norm() for a in forms],
+            _adam_squared_norms(scalars, forms),
             [a.step_form for a in forms],
             [a.path_form for a in forms],
             treedef.flatten_up_to(state.path),
@@ -658,9 +675,11 @@ class _AdamDirection(NamedTuple):
     count: jax.Array  # The run-time anchor of `xla_cpu.private_copy`.
     copy: int | None  # The norm's copy of its scalar (`xla_cpu.sum_copies`).
 
-    def squared_norm(self) -> jax.Array:
-        """``|a|^2 = bc2 / bc1^2 * sum(|m / (sqrt(v) + eps * sqrt(bc2))|^2)``."""
-        s, m, v = self.s, self.m, self.v
+    def norm_terms(self, m: jax.Array, v: jax.Array) -> jax.Array:
+        """``|m / (sqrt(v) + eps * sqrt(bc2))|^2`` (element-wise, of this
+        leaf's moments or of rows stacked from several), whose sum times
+        ``bc2 / bc1^2`` is ``|a|^2``."""
+        s = self.s
         dtype = s.epsilon.dtype
         # The sum's own copy: leaves of one shape would else share one
         # broadcast, which XLA:CPU then writes out as an array.
@@ -669,8 +688,7 @@ class _AdamDirection(NamedTuple):
         )
         denominator = jnp.sqrt(v) + offset.astype(v.dtype)
         x = m / denominator.astype(m.dtype)
-        norm_scale = s.correction2 / jnp.square(s.correction1)
-        return norm_scale * jnp.sum(numerics.abs_square(x), dtype=dtype)
+        return numerics.abs_square(x).astype(dtype)
 
     def step_form(self) -> jax.Array:
         """``a`` as ``(m * (1 / bc1)) / (sqrt(v * (1 / bc2)) + eps)``."""
@@ -686,6 +704,17 @@ class _AdamDirection(NamedTuple):
         real = v.dtype
         denominator = jnp.sqrt(v / s.correction2.astype(real)) + s.epsilon.astype(real)
         return (m / s.correction1.astype(m.dtype)) / denominator.astype(m.dtype)
+
+
+def _adam_squared_norms(
+    s: _AdamScalars, forms: Sequence[_AdamDirection]
+) -> xla_cpu.LeafSums:
+    """``|a|^2`` per leaf: ``bc2 / bc1^2`` times the sum of its norm terms."""
+    sums = xla_cpu.leaf_sums(
+        [a.norm_terms for a in forms], [a.m for a in forms], [a.v for a in forms]
+    )
+    norm_scale = s.correction2 / jnp.square(s.correction1)
+    return sums.map(lambda total: norm_scale * total)
 
 
 def _coupled_weight_decay(weight_decay, mask) -> optax.GradientTransformation:
