@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from garo_optax._src import validate
+from garo_optax._src import validate, xla_cpu
 
 Granularity = Literal["global", "per_tensor"]
 
@@ -393,8 +393,8 @@ def gru_cell(controller: GaroController, x: jax.Array, h: jax.Array) -> jax.Arra
     """
     gi = matvec(controller.w_ih, x) + controller.b_ih
     gh = matvec(controller.w_hh, h) + controller.b_hh
-    i_r, i_z, i_n = jnp.split(gi, 3)
-    h_r, h_z, h_n = jnp.split(gh, 3)
+    i_r, i_z, i_n = xla_cpu.split_along(gi, 3)
+    h_r, h_z, h_n = xla_cpu.split_along(gh, 3)
     r = jax.nn.sigmoid(i_r + h_r)
     z = jax.nn.sigmoid(i_z + h_z)
     n = jnp.tanh(i_n + r * h_n)
@@ -414,7 +414,7 @@ def heads(
     Returns:
       Three scalars: ``softplus``, ``tanh`` and ``softplus`` of the head rows.
     """
-    raw = matvec(controller.head_w, h) + controller.head_b
+    raw = xla_cpu.split_along(matvec(controller.head_w, h) + controller.head_b, 3)
     lr = jax.nn.softplus(raw[0])
     mom = jnp.tanh(raw[1])
     if momentum_nonneg:
@@ -546,7 +546,7 @@ def scale_free_heads(
       Three scalars ``(lr, mom, wd)``.
     """
     design = controller.design
-    raw = matvec(controller.head_w, h) + controller.head_b
+    raw = xla_cpu.split_along(matvec(controller.head_w, h) + controller.head_b, 3)
     log_step = math.log(design.max_lr_change) * jnp.tanh(raw[0])
     log_lr = jnp.clip(
         jnp.log(lr_prev) + log_step, math.log(design.min_lr), math.log(design.max_lr)

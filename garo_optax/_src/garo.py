@@ -24,6 +24,7 @@ from typing import Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from garo_optax._src import controller as ctl
@@ -360,12 +361,13 @@ def _features(theta, sums, sizes, state, loss, loss_ok, design):
 
     The loss features are 0 for a non-finite loss.
     """
+    columns = xla_cpu.split_along(sums, sums.shape[-1])
     if design.scale_free:
         history = ctl.LossHistory(
             state.loss_mean, state.loss_var, state.loss_count, state.loss_first
         )
         x, norm = ctl.scale_free_features(
-            ctl.TreeSums(*(sums[..., i] for i in range(4))),
+            ctl.TreeSums(*columns[:4]),
             size=sizes,
             g_ema=state.g_ema,
             count=state.count,
@@ -379,9 +381,9 @@ def _features(theta, sums, sizes, state, loss, loss_ok, design):
         loss_columns = (2, 3)
     else:
         x, norm = ctl.features(
-            sq_norm=sums[..., 0],
-            dot_gv=sums[..., 1],
-            v_sq_norm=sums[..., 2],
+            sq_norm=columns[0],
+            dot_gv=columns[1],
+            v_sq_norm=columns[2],
             g_ema=state.g_ema,
             count=state.count,
             loss=loss,
@@ -390,9 +392,9 @@ def _features(theta, sums, sizes, state, loss, loss_ok, design):
             loss_count=state.loss_count,
         )
         loss_columns = (3,)
-    if loss is not None:
-        for column in loss_columns:
-            x = x.at[..., column].set(jnp.where(loss_ok, x[..., column], 0))
+    if loss is not None:  # a mask, not x.at[...].set: see xla_cpu.split_along
+        is_loss_column = np.isin(np.arange(x.shape[-1]), loss_columns)
+        x = jnp.where(loss_ok | ~is_loss_column, x, 0)
     return x, norm
 
 
@@ -438,8 +440,13 @@ class _Hyperparams(NamedTuple):
 
 def _leaf_updates(leaves, hp, state, design, finite, coupled, per_tensor):
     """Every leaf's ``(update, momentum[, nu])`` and the new first-moment scale."""
-    of_leaf = (lambda x, k: x[k]) if per_tensor else (lambda x, k: x)
-    hp_of = lambda k: _Hyperparams(*(of_leaf(x, k) for x in hp))
+    num_leaves = len(leaves.grads)
+
+    def of_leaf(x):  # per tensor: entry k without a slice (xla_cpu.vector_entries)
+        return xla_cpu.vector_entries(x) if per_tensor else [x] * num_leaves
+
+    leaf_hps = [_Hyperparams(*entries) for entries in zip(*map(of_leaf, hp))]
+    hp_of = lambda k: leaf_hps[k]
     theta_of = lambda k: None if leaves.thetas is None else leaves.thetas[k]
     per_leaf = zip(leaves.grads, leaves.moms, leaves.nus, leaves.work)
     if not design.scale_free:
@@ -452,6 +459,7 @@ def _leaf_updates(leaves, hp, state, design, finite, coupled, per_tensor):
     first_scale = hp.mom * state.first_moment_scale + (1 - hp.mom)
     second_scale = 1 - jnp.asarray(design.b2, dtype) ** (state.count + 1).astype(dtype)
     first_scale, second_scale = xla_cpu.computed_once((first_scale, second_scale))
+    leaf_first_scales = of_leaf(first_scale)
     outs = [
         _scale_free_leaf_step(
             g,
@@ -459,7 +467,7 @@ def _leaf_updates(leaves, hp, state, design, finite, coupled, per_tensor):
             nu,
             theta_of(k),
             hp_of(k),
-            _AdamScales(of_leaf(first_scale, k), second_scale),
+            _AdamScales(leaf_first_scales[k], second_scale),
             design,
             w,
             finite,
@@ -597,7 +605,9 @@ def scale_by_garo(
         sums = _tree_sums(leaves, dtype, design, skip_nonfinite, per_tensor)
         finite = jnp.ones([], bool)
         if skip_nonfinite:
-            finite = jnp.all(jnp.isfinite(sums[..., -1]))
+            finite = jnp.all(
+                jnp.isfinite(xla_cpu.split_along(sums, sums.shape[-1])[-1])
+            )
 
         loss, loss_ok = _read_loss(value, dtype)
         x, norm = _features(theta, sums, sizes, state, loss, loss_ok, design)
