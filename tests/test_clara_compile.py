@@ -66,10 +66,10 @@ def test_leaf_sums_equal_per_leaf_sums():
     assert xla_cpu.small_leaf_groups([leaves]) == [[0, 1, 2, 6]]
 
 
-@pytest.mark.parametrize("n", [5, 33, 100])
-def test_block_entries_are_exact(n):
+@pytest.mark.parametrize("n", [5, 32, 33, 100, 1024])
+def test_vector_entries_are_exact_in_blocks(n):
     values = jnp.asarray(np.random.default_rng(n).normal(size=n), jnp.float32)
     values = values.at[1].set(-0.0).at[n - 1].set(jnp.inf).at[n // 2].set(jnp.nan)
-    got = np.array([float(x) for x in jax.jit(xla_cpu.block_entries)(values)])
+    got = np.array([float(x) for x in jax.jit(xla_cpu.vector_entries)(values)])
     np.testing.assert_array_equal(got, np.asarray(values))
     assert np.signbit(got[1])

@@ -334,11 +334,14 @@ def reused_buffer(old: jax.Array, new: jax.Array, count: jax.Array) -> jax.Array
 
 
 MASKED_READ_LIMIT = 1024
-"""The longest vector :func:`vector_entries` reads through masks (1 MB of them)."""
+"""The longest vector :func:`vector_entries` reads through masks."""
+
+_UNSPLIT_REDUCTION = 32
+"""The longest reduction XLA:CPU emits as one kernel (longer ones it splits)."""
 
 
 def vector_entries(vector: jax.Array) -> list[jax.Array]:
-    """The entries of a short real vector as scalars, read without a ``slice``.
+    """The entries of a real vector as scalars, read without a ``slice``.
 
     Works around XLA:CPU's compile time for slices: every fusion that holds a
     ``slice`` (``vector[k]``, ``jnp.split``, a ``gather`` or ``dynamic-slice``
@@ -347,21 +350,28 @@ def vector_entries(vector: jax.Array) -> list[jax.Array]:
     that reads ``vector[k]`` holds one. Entry k is instead the ``max`` of the
     vector with every other entry masked to ``-inf`` by a constant one-hot
     mask: a select and a small reduction, both on the fast path. Exact for
-    NaN, infinities and -0; a subnormal entry reads as 0, as it does in
-    any XLA:CPU arithmetic (which flushes subnormals). The masks are constants of ``n``
-    booleans each, ``n**2`` bytes and ``n**2`` selects per step in all (1 MB
-    at 1,000 leaves), so a vector longer than ``MASKED_READ_LIMIT`` is read
-    with plain indexing: compile time as before, memory and work linear.
+    NaN, infinities and -0; a subnormal entry reads as 0, as it does in any
+    XLA:CPU arithmetic (which flushes subnormals).
 
-    Measured (jax 0.10.2, XLA:CPU, 2 shared cores; 52 loops of 1,000
-    elements, each scaled by one entry of a 52-vector): 1.6 s to compile with
-    ``vector[k]``, 0.10 s with this (0.04 s for the loops alone); 260 loops:
-    0.42 s. AutoSGM's non-constant numerators read one entry per leaf: see
-    :mod:`garo_optax._src.autosgm`.
+    XLA:CPU splits a reduction of more than 32 elements into three kernels (the
+    masked copy, a ``reduce-window``, a ``reduce``), so a longer vector is cut
+    into blocks of 32 (``-inf`` padded): each block is read once by a masked
+    ``max`` over the block index, each entry by a masked ``max`` over its
+    block, one kernel each. Above ``MASKED_READ_LIMIT`` entries (the masks'
+    work grows as ``n**2``) it is plain indexing: compile time as with slices,
+    memory and work linear.
+
+    Measured (jax 0.10.2, XLA:CPU, 2 shared cores): 52 loops of 1,000
+    elements, each scaled by one entry of a 52-vector: 1.6 s to compile with
+    ``vector[k]``, 0.10 s with masks (0.04 s for the loops alone); 260
+    vectors of 1,000 elements each scaled by one entry of the vector of their
+    norms, and a second loop each: 1.2-1.3 s with whole-vector masks, 1.05 s
+    with blocks (``optax.adam`` of the same tree 0.85-0.9 s). Used by
+    AutoSGM's numerators, CLARA's norms and per-tensor GARO.
 
     How to check it still pays: return ``[vector[k] for k in range(n)]`` and
     compare ``garo-optax bench --speed --compile-leaves 52 260`` for
-    ``autosgm_markov_rc``.
+    ``autosgm_markov_rc`` and ``adam_clara``.
 
     Args:
       vector: a real vector (shape ``(n,)``).
@@ -378,7 +388,20 @@ def vector_entries(vector: jax.Array) -> list[jax.Array]:
     if n > MASKED_READ_LIMIT:
         return [vector[k] for k in range(n)]
     low = jnp.array(-jnp.inf, vector.dtype)
-    return [jnp.max(jnp.where(np.arange(n) == k, vector, low)) for k in range(n)]
+    width = _UNSPLIT_REDUCTION
+    if n <= width:
+        return [jnp.max(jnp.where(np.arange(n) == k, vector, low)) for k in range(n)]
+    num_blocks = -(-n // width)
+    blocks = jnp.pad(vector, (0, num_blocks * width - n), constant_values=low)
+    blocks = blocks.reshape(num_blocks, width)
+    rows = np.arange(num_blocks)[:, None]
+    block = [
+        jnp.max(jnp.where(rows == b, blocks, low), axis=0) for b in range(num_blocks)
+    ]
+    lanes = np.arange(width)
+    return [
+        jnp.max(jnp.where(lanes == k % width, block[k // width], low)) for k in range(n)
+    ]
 
 
 def split_along(x: jax.Array, parts: int, axis: int = -1) -> list[jax.Array]:
@@ -490,10 +513,10 @@ class LeafSums(NamedTuple):
         return sum_once(parts + [s for s in self.scalars if s is not None], dtype)
 
     def entries(self) -> list[jax.Array]:
-        """One scalar per leaf, read from the vectors by :func:`block_entries`."""
+        """One scalar per leaf, read from the vectors by :func:`vector_entries`."""
         sums = list(self.scalars)
         for group, vector in zip(self.groups, self.vectors):
-            for k, entry in zip(group, block_entries(vector)):
+            for k, entry in zip(group, vector_entries(vector)):
                 sums[k] = entry
         return sums
 
@@ -559,55 +582,3 @@ def leaf_sums(
 def _stacked(columns, group) -> list[jax.Array]:
     # Each column's leaves of `group`, raveled, as the rows of one matrix.
     return [jnp.stack([column[k].ravel() for k in group]) for column in columns]
-
-
-# XLA:CPU splits a reduction of more than this many elements into a
-# reduce-window and a reduce, two kernels that no producer fuses into.
-_UNSPLIT_REDUCTION = 32
-
-
-def block_entries(vector: jax.Array) -> list[jax.Array]:
-    """The entries of a real vector as scalars, one small kernel each.
-
-    :func:`vector_entries` for vectors longer than 32: there each entry's
-    masked ``max`` over the whole vector is a reduction XLA:CPU splits into
-    three kernels (the masked copy, a ``reduce-window``, a ``reduce``). Here
-    the vector is cut into blocks of 32 (``-inf`` padded): each block is read
-    once by a masked ``max`` over the block index, and each entry by a masked
-    ``max`` over its block, reductions of at most 32 elements that fuse with
-    their masks, one kernel each. Exact as :func:`vector_entries`; above
-    ``32 * 32`` entries it falls back to it.
-
-    Measured (260 vectors of 1,000 elements, each scaled by one entry of the
-    vector of their norms, and a second loop each; 2 shared cores): 1.2-1.3 s
-    to compile with :func:`vector_entries`, 1.05 s with this (``optax.adam``
-    of the same tree 0.85-0.9 s). How to check it still pays: compare the
-    fusions of ``adam_clara``'s compiled step at 52 leaves with both.
-
-    Args:
-      vector: a real vector (shape ``(n,)``).
-
-    Returns:
-      The ``n`` entries, scalars of ``vector``'s dtype.
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> block_entries(jnp.array([1.5, -0.0, jnp.nan]))
-      [Array(1.5, dtype=float32), Array(-0., dtype=float32), Array(nan, dtype=float32)]
-    """
-    (n,) = vector.shape
-    width = _UNSPLIT_REDUCTION
-    if n <= width or n > width * width:
-        return vector_entries(vector)
-    num_blocks = -(-n // width)
-    low = jnp.array(-jnp.inf, vector.dtype)
-    blocks = jnp.pad(vector, (0, num_blocks * width - n), constant_values=low)
-    blocks = blocks.reshape(num_blocks, width)
-    rows = np.arange(num_blocks)[:, None]
-    block = [
-        jnp.max(jnp.where(rows == b, blocks, low), axis=0) for b in range(num_blocks)
-    ]
-    lanes = np.arange(width)
-    return [
-        jnp.max(jnp.where(lanes == k % width, block[k // width], low)) for k in range(n)
-    ]
