@@ -11,11 +11,13 @@ algorithm (:func:`garo_optax.adam_clara`) lives in ``clara.py``, whose state
 these variants share (see the notes of that module).
 """
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from garo_optax._src import numerics, validate, xla_cpu
@@ -31,6 +33,7 @@ from garo_optax._src.clara import (
     _path_step,
     _read_rate,
     _scaled,
+    _squared_terms,
 )
 
 SeedRule = Literal["global", "local", "smoothed"]
@@ -248,10 +251,11 @@ def _seed_step(
     keep = 1.0 - cum
     coefficient = path_boost * jnp.sqrt(cum * (2.0 - cum))
     loops = [_Loops(a, n) for a, n in zip(directions, inverse_norms)]
-    path_norms = [
-        _path_norm(a, p, keep, coefficient, dtype) for a, p in zip(loops, paths)
-    ]
-    finite &= jnp.isfinite(xla_cpu.sum_once(path_norms, dtype))
+    # Small leaves' norms are summed together and their scalar math runs on
+    # vectors (xla_cpu.leaf_sums); the total is computed once.
+    path_norms = _path_norms(loops, paths, keep, coefficient, dtype)
+    path_total = path_norms.total(dtype)
+    finite &= jnp.isfinite(path_total)
     new_paths = [
         jnp.where(finite, _path_step(p, a.form(_PATH), keep, coefficient), p)
         for a, p in zip(loops, paths)
@@ -260,7 +264,7 @@ def _seed_step(
     base = numerics.as_real(config.schedule(state.count), dtype)
     sizes = [p.size for p in paths]
     scale, rates, new_factor, start = _seed_rates(
-        config, state, base, path_norms, sizes
+        config, state, base, path_norms, path_total, sizes
     )
     new_factor = jnp.where(finite, new_factor, start)
     new_updates = [_scaled(a.form(_STEP), scale * r) for a, r in zip(loops, rates)]
@@ -283,24 +287,62 @@ class _Loops(NamedTuple):
 def _inverse_norms(directions, dtype) -> tuple[list[jax.Array], jax.Array]:
     """Version 1's ``1 / max(|a|, floor)`` per tensor, and whether every
     norm was finite."""
-    norms = [
-        jnp.square(a.scale()).astype(dtype) * numerics.squared_norm(a.ratio(), dtype)
-        if a.recomputed
-        else numerics.squared_norm(a.loop_form(_PATH), dtype)
-        for a in directions
-    ]
-    finite = jnp.isfinite(xla_cpu.sum_once(norms, dtype))
-    return [jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2)) for s in norms], finite
+    square = functools.partial(_squared_terms, dtype=dtype)
+    sums = xla_cpu.leaf_sums(
+        [square] * len(directions), [_stored_form(a) for a in directions]
+    )
+    # A recomputed direction's norm: in a sum that reads no scalar a loop
+    # reads (its own copies; see _AdamDirection).
+    sums = sums._replace(
+        scalars=tuple(
+            _recomputed_norm(a, dtype) if a.recomputed else s
+            for a, s in zip(directions, sums.scalars)
+        )
+    )
+    finite = jnp.isfinite(sums.total(dtype))
+    inverse = lambda s: jax.lax.rsqrt(jnp.maximum(s, _NORM_FLOOR**2))
+    return sums.map(inverse).entries(), finite
 
 
-def _path_norm(loops: _Loops, path, keep, coefficient, dtype) -> jax.Array:
-    """``|keep * path + coefficient * u|^2``, the squared norm of the new path,
-    with ``u`` the direction of the ``loops``; where it is recomputed, in
-    sums that read no scalar a loop or another leaf reads."""
+def _recomputed_norm(a: _AdamDirection, dtype) -> jax.Array:
+    # |a|^2 = s^2 |ratio|^2 (see _AdamDirection.ratio).
+    return jnp.square(a.scale()).astype(dtype) * numerics.squared_norm(a.ratio(), dtype)
+
+
+def _stored_form(a: _AdamDirection) -> jax.Array:
+    # The direction a small leaf stores; a recomputed one's sums read its
+    # moments instead (and `m` stands in for it, unread).
+    return a.m if a.recomputed else a.loop_form(_PATH)
+
+
+def _path_norms(loops, paths, keep, coefficient, dtype) -> xla_cpu.LeafSums:
+    """``|keep * path + coefficient * u|^2`` per leaf, the squared norms of
+    the new paths, with ``u`` the direction of the ``loops``: small leaves'
+    summed as the rows of one matrix per size (:func:`xla_cpu.leaf_sums`)."""
+    columns = [paths, [_stored_form(a.direction) for a in loops]]
+    unit = any(a.inverse_norm is not None for a in loops)
+    if unit:  # Each row's own 1 / |a|, as a column.
+        columns.append([a.inverse_norm for a in loops])
+
+    def terms(path, direction, *inverse_norm):
+        u = _scaled(direction, inverse_norm[0]) if unit else direction
+        return _squared_terms(_path_step(path, u, keep, coefficient), dtype)
+
+    sums = xla_cpu.leaf_sums([terms] * len(loops), *columns)
+    return sums._replace(
+        scalars=tuple(
+            _recomputed_path_norm(a, p, keep, coefficient, dtype)
+            if a.direction.recomputed
+            else s
+            for a, p, s in zip(loops, paths, sums.scalars)
+        )
+    )
+
+
+def _recomputed_path_norm(loops: _Loops, path, keep, coefficient, dtype):
+    """:func:`_path_norms` of a leaf whose direction is recomputed, in sums
+    that read no scalar a loop or another leaf reads."""
     a = loops.direction
-    if not a.recomputed:
-        stepped = _path_step(path, loops.form(_PATH), keep, coefficient)
-        return numerics.squared_norm(stepped, dtype)
     work = _compute_dtype(path)
     if loops.inverse_norm is None:
         # keep^2 |path + (coefficient * s / keep) * ratio|^2: two scalars.
@@ -312,12 +354,14 @@ def _path_norm(loops: _Loops, path, keep, coefficient, dtype) -> jax.Array:
     return numerics.squared_norm(stepped, dtype)
 
 
-def _seed_rates(config: _SeedConfig, state, base, path_norms, sizes):
+def _seed_rates(config: _SeedConfig, state, base, path_norms, path_total, sizes):
     """The rule's rates: ``(scale, rates, factor, start)``.
 
-    Leaf ``k`` steps with ``scale * rates[k]`` times its direction; ``factor``
-    is the factor to keep and ``start`` the one the step started from (kept
-    when the step is not finite).
+    ``path_norms`` (a :class:`xla_cpu.LeafSums`) holds each leaf's squared
+    path norm and ``path_total`` their sum. Leaf ``k`` steps with ``scale *
+    rates[k]`` times its direction; ``factor`` is the factor to keep and
+    ``start`` the one the step started from (kept when the step is not
+    finite).
     """
     dtype = state.lr_factor.dtype
     cum = numerics.as_real(config.c, dtype)
@@ -333,14 +377,12 @@ def _seed_rates(config: _SeedConfig, state, base, path_norms, sizes):
     if config.rule == "global":
         # Not cumulative: one factor of the whole path, relative to the
         # base rate, which a written lr rescales by lr / (base_lr * f).
+        # Empty leaves add 0 to the total.
         start = state.lr_factor
         scale = base * _written_scale(implied, start)
         new_factor = jnp.ones([], dtype)
         if config.adapt and active:
-            new_factor = factor(
-                xla_cpu.sum_once([path_norms[k] for k in active], dtype),
-                sum(sizes[k] for k in active),
-            )
+            new_factor = factor(path_total, sum(sizes[k] for k in active))
         return scale, [new_factor] * len(sizes), new_factor, start
     # Local compounds like the published rate and continues from the factor
     # the state's (maybe written) lr implies; Smoothed's average is relative
@@ -348,9 +390,13 @@ def _seed_rates(config: _SeedConfig, state, base, path_norms, sizes):
     local = config.rule == "local"
     start = implied if local else state.lr_factor
     scale = base if local else base * _written_scale(implied, start)
-    factors = {k: factor(path_norms[k], sizes[k]) for k in active}
+    # One factor per non-empty leaf, in leaf order, as one vector.
+    active_sizes = np.asarray([sizes[k] for k in active], np.float64)
+    factors = factor(
+        xla_cpu.leaf_vector(path_norms, active), active_sizes.astype(dtype)
+    )
     rates, new_factor = _tensor_by_tensor(
-        config.rule, config.faithful, config.adapt, start, factors, len(sizes)
+        config.rule, config.faithful, config.adapt, start, factors, active, len(sizes)
     )
     return scale, rates, new_factor, start
 
@@ -361,10 +407,10 @@ def _written_scale(implied: jax.Array, lr_factor: jax.Array) -> jax.Array:
     return jnp.where(jnp.isfinite(scale), scale, 1).astype(implied.dtype)
 
 
-def _tensor_by_tensor(rule, faithful, adapt, start, factors, num_leaves):
+def _tensor_by_tensor(rule, faithful, adapt, start, factors, active, num_leaves):
     """Local's and Smoothed's per-leaf rates (in units of the base rate) and
-    the factor they keep, from the kept factor ``start`` and each non-empty
-    leaf's path factor ``factors[k]``."""
+    the factor they keep, from the kept factor ``start`` and the vector
+    ``factors`` of the path factors of the non-empty leaves ``active``."""
 
     def link(running, f):
         if rule == "local":
@@ -376,16 +422,17 @@ def _tensor_by_tensor(rule, faithful, adapt, start, factors, num_leaves):
         # The original steps its moving average once per tensor.
         return _SMOOTHING * running + (1 - _SMOOTHING) * f
 
-    # Each link computed once: leaf k's update would else recompute the k
-    # links before it (see xla_cpu.running).
-    states = xla_cpu.running(link, start, list(factors.values()))
-    rates = [start] * num_leaves
-    for k, state in zip(factors, states):
-        rates[k] = state
-    running = states[-1] if states else start
     if rule == "smoothed" and not adapt:
         # The original only moves parameters inside `if adapt_lr`.
-        rates = [jnp.full([], 0.0 if faithful else 1.0, start.dtype)] * num_leaves
+        rate = jnp.full([], 0.0 if faithful else 1.0, start.dtype)
+        _, running = xla_cpu.running_on_vector(link, start, factors)
+        return [rate] * num_leaves, running
+    # The chain runs on the vector (one loop, not one kernel per link) and
+    # each leaf reads its state without a slice (see xla_cpu).
+    states, running = xla_cpu.running_on_vector(link, start, factors)
+    rates = [start] * num_leaves
+    for k, state in zip(active, xla_cpu.vector_entries(states)):
+        rates[k] = state
     return rates, running
 
 
