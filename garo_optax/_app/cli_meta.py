@@ -196,7 +196,8 @@ def meta_eval_command(args: argparse.Namespace) -> int:
     controller, config = _load_eval_controller(args.controller)
     controllers = {
         "garo_trained": controller,
-        "garo_init": _train.initial_controller(config),
+        # The meta-initialization, also for a warm-started config.
+        "garo_init": _train.initial_controller(config._replace(warm_start=None)),
     }
     if controller.design.scale_free:  # the seed design's shipped controller
         from garo_optax._src import pretrained

@@ -503,6 +503,25 @@ def _next_scalars(state, h, norm, hp, loss, loss_ok, design) -> ScaleByGaroState
     )
 
 
+def _controller_fns(design, per_tensor: bool, momentum_nonneg: bool):
+    """The GRU step and the heads ``(theta, h, lr_prev) -> (lr, mom, wd)`` of
+    ``design``, mapped over the leaves' rows per tensor."""
+    over_leaves = (
+        (lambda f, axes: jax.vmap(f, axes)) if per_tensor else (lambda f, axes: f)
+    )
+    gru = over_leaves(ctl.gru_cell, (None, 0, 0))
+    if design.scale_free:
+        return gru, over_leaves(ctl.scale_free_heads, (None, 0, 0))
+    seed_heads = functools.partial(ctl.heads, momentum_nonneg=momentum_nonneg)
+    return gru, over_leaves(lambda theta, h, _: seed_heads(theta, h), (None, 0, 0))
+
+
+def _probe_is_finite(sums: jax.Array) -> jax.Array:
+    """Whether every leaf's finite probe (the last column of the sums) is finite."""
+    probe = xla_cpu.split_along(sums, sums.shape[-1])[-1]
+    return jnp.all(jnp.isfinite(probe))
+
+
 def scale_by_garo(
     controller: ctl.GaroController | None = None,
     *,
@@ -576,17 +595,7 @@ def scale_by_garo(
     design = controller.design
     wd_off = ctl.weight_decay_is_off(controller)
     per_tensor = granularity == "per_tensor"
-    over_leaves = (
-        (lambda f, axes: jax.vmap(f, axes)) if per_tensor else (lambda f, axes: f)
-    )
-    gru = over_leaves(ctl.gru_cell, (None, 0, 0))
-    if design.scale_free:
-        heads = over_leaves(ctl.scale_free_heads, (None, 0, 0))
-    else:
-        seed_heads = functools.partial(ctl.heads, momentum_nonneg=momentum_nonneg)
-        heads = over_leaves(
-            lambda theta, h, lr_prev: seed_heads(theta, h), (None, 0, 0)
-        )
+    gru, heads = _controller_fns(design, per_tensor, momentum_nonneg)
 
     def init_fn(params):
         return _init_state(params, controller, heads, hidden_size, per_tensor)
@@ -603,11 +612,7 @@ def scale_by_garo(
         nonempty = (sizes > 0).astype(dtype)
         sizes = sizes if per_tensor else jnp.sum(sizes)
         sums = _tree_sums(leaves, dtype, design, skip_nonfinite, per_tensor)
-        finite = jnp.ones([], bool)
-        if skip_nonfinite:
-            finite = jnp.all(
-                jnp.isfinite(xla_cpu.split_along(sums, sums.shape[-1])[-1])
-            )
+        finite = _probe_is_finite(sums) if skip_nonfinite else jnp.ones([], bool)
 
         loss, loss_ok = _read_loss(value, dtype)
         x, norm = _features(theta, sums, sizes, state, loss, loss_ok, design)
