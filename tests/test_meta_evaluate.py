@@ -3,6 +3,7 @@ peers, rescaled losses, thresholds, summary counts, report files (imports the
 private modules, where they live)."""
 
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -357,3 +358,45 @@ def test_family_plot_keeps_the_axis_of_the_finite_runs(tmp_path):
     assert markers[0].get_xdata()[0] == 2 and markers[0].get_ydata()[0] == high
     _evaluate.plot_family(tmp_path / "f.png", "f", {"adam": good, "sgd_swept": bad})
     assert (tmp_path / "f.png").stat().st_size > 1000
+
+
+def _merge_script():
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks/merge_meta_eval.py"
+    spec = importlib.util.spec_from_file_location("merge_meta_eval", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_shipped_held_out_numbers_recomputed():
+    """The README's held-out numbers: the merge script's summary of the full
+    phase-1 run equals the one meta-eval wrote, and the shipped merged report is
+    the merge of the two committed runs (GARO row from the garo-v2 run, the
+    rest from the full run), its summary recounted from its rows."""
+    merge = _merge_script()
+    docs = pathlib.Path(__file__).resolve().parents[1] / "docs/meta_eval"
+    full = json.loads((docs / "garo-v2-short/meta_eval.json").read_text())
+    new = json.loads((docs / "garo-v2/meta_eval.json").read_text())
+    shipped = json.loads((docs / "garo-v2/merged.json").read_text())
+    assert merge.summarize(full) == full["summary"]
+    as_text = lambda report: json.dumps(report, sort_keys=True)  # NaN-safe
+    assert as_text(merge.merge(full, new)) == as_text(shipped)
+    counts = {r["optimizer"]: r for r in shipped["summary"]["optimizers"]}
+    assert counts["garo_trained"]["vs_median_peer"] == sum(
+        int(
+            _row(f, "garo_trained")
+            <= float(np.median([_row(f, p) for p in shipped["peers"]]))
+        )
+        for f in shipped["families"].values()
+    )
+    with pytest.raises(ValueError, match="other tasks"):
+        other = json.loads(json.dumps(new))
+        first = next(iter(other["families"].values()))
+        next(r for r in first["rows"] if r["optimizer"] == "adam")["final_loss"] *= 2
+        merge.merge(full, other)
+
+
+def _row(family: dict, name: str) -> float:
+    return next(r["final_loss"] for r in family["rows"] if r["optimizer"] == name)
