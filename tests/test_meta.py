@@ -315,9 +315,9 @@ def test_bad_configs_raise(fields, match):
 
 
 def test_warm_start_starts_from_the_shipped_controller():
-    shipped = garo_optax.pretrained("garo-v2-short")
-    config = _train.get_config("garo-v2")
-    assert config.warm_start == "garo-v2-short"
+    shipped = garo_optax.pretrained("garo-v2")
+    config = _train.get_config("garo-v2-long")
+    assert config.warm_start == "garo-v2"
     meta.check_config(config)
     start = meta.initial_controller(config)
     assert start.design == shipped.design

@@ -456,7 +456,7 @@ def meta_train(
     return state.controller, history
 
 
-_GARO_V2_SHORT = MetaConfig(
+_GARO_V2 = MetaConfig(
     families=META_TRAIN_FAMILIES
     + ("rnn_sequence", "autoencoder_digits", "mlp_breast_cancer"),
     population=8,
@@ -473,14 +473,6 @@ _GARO_V2_SHORT = MetaConfig(
     loss_scale=(1e-3, 1e3),
     param_scale=(1 / 3, 3.0),
     member_clip=1.0,
-)
-
-_GARO_V2 = _GARO_V2_SHORT._replace(
-    families=META_TRAIN_FAMILIES + EXTRA_TRAIN_FAMILIES,
-    segment_length=100,
-    steps=600,
-    outer_learning_rate=5e-4,
-    warm_start="garo-v2-short",
 )
 
 CONFIGS: dict[str, MetaConfig] = {
@@ -511,22 +503,26 @@ CONFIGS: dict[str, MetaConfig] = {
         outer_learning_rate=3e-3,
         clip=1.0,
     ),
-    # The first phase of `garo-v2`, shipped as `garo-v2-short`: the
-    # scale-free controller from its meta-initialization, every meta-training
+    # The recipe of `garo-v2`, the scale-free controller: every meta-training
     # family plus three training-only ones, each inner run under a random loss
     # scale in [1e-3, 1e3] and per-tensor parameter scales in [1/3, 3], runs
     # of 1000 steps in truncations of 25, a meta-loss relative to each run's
     # first loss, every member's estimate clipped to norm 1 (about 1 s per
     # meta-step on 2 busy CPU cores).
-    "garo-v2-short": _GARO_V2_SHORT,
-    # The recipe of `garo-v2`: `garo-v2-short` trained on with truncations of
-    # 100 steps (a 25-step truncation rewards decaying the rate too early:
-    # short-horizon bias) and one more training family, `mlp_synthetic`,
-    # where the rate must stay up.
     "garo-v2": _GARO_V2,
-    # The first phase with antithetic PES instead of truncated backprop (the
-    # comparison that chose truncated backprop: README).
-    "garo-v2-pes": _GARO_V2_SHORT._replace(estimator="pes", pes_std=0.01),
+    # A second phase tried and not shipped (README): `garo-v2` trained on with
+    # truncations of 100 steps (against the short-horizon bias of 25) and one
+    # more family, `mlp_synthetic`. Its weights are docs/meta_train/garo-v2-long.npz.
+    "garo-v2-long": _GARO_V2._replace(
+        families=META_TRAIN_FAMILIES + EXTRA_TRAIN_FAMILIES,
+        segment_length=100,
+        steps=600,
+        outer_learning_rate=5e-4,
+        warm_start="garo-v2",
+    ),
+    # The same with antithetic PES instead of truncated backprop (the
+    # comparison that chose truncated backprop for garo-v2: README).
+    "garo-v2-pes": _GARO_V2._replace(estimator="pes", pes_std=0.01),
 }
 """Named meta-training configurations (``garo-optax meta-train --config NAME``)."""
 
