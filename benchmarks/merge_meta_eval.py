@@ -20,7 +20,6 @@ writes ``OUT_DIR/merged.json`` and ``OUT_DIR/merged.txt``.
 """
 
 import json
-import math
 import pathlib
 import sys
 
@@ -58,49 +57,22 @@ def merge(full: dict, new: dict) -> dict:
     return merged
 
 
-def summarize(report: dict, reference: str = "adam_swept") -> dict:
-    """:func:`garo_optax.meta._evaluate.summarize`'s counts, from the rows."""
-    families = list(report["families"].values())
-    peers = report["peers"]
-    tolerance = _evaluate.TOLERANCE
-    bests = [_rows(f)[reference]["final_loss"] for f in families]
-    sweeps = [f["sweep"]["adam_swept"] for f in families]
-    rates = [
-        {
-            "learning_rate": rate,
-            "within": sum(
-                int(_evaluate.within(s[i][1], best, tolerance))
-                for s, best in zip(sweeps, bests)
-            ),
+def summarize(report: dict) -> dict:
+    """:func:`garo_optax.meta._evaluate.summarize` of a report's rows and sweeps."""
+    families = {
+        label: {
+            r["optimizer"]: _evaluate.Curve(
+                losses=np.empty(0),
+                final_loss=r["final_loss"],
+                eval_loss=r["eval_loss"],
+                learning_rate=r["learning_rate"],
+                sweep=tuple(map(tuple, family["sweep"].get(r["optimizer"], ()))),
+            )
+            for r in family["rows"]
         }
-        for i, (rate, _) in enumerate(sweeps[0])
-    ]
-    bars = [
-        float(np.median([_rows(f)[p]["final_loss"] for p in peers])) for f in families
-    ]
-    rows = []
-    for name in _rows(families[0]):
-        losses = [
-            _rows(f).get(name, {"final_loss": math.inf})["final_loss"] for f in families
-        ]
-        rows.append(
-            {
-                "optimizer": name,
-                "within": sum(
-                    int(_evaluate.within(x, b, tolerance))
-                    for x, b in zip(losses, bests)
-                ),
-                "vs_median_peer": sum(int(x <= bar) for x, bar in zip(losses, bars)),
-            }
-        )
-    return {
-        "families": len(families),
-        "reference": reference,
-        "tolerance": tolerance,
-        "peers": peers,
-        "default_rates": rates,
-        "optimizers": rows,
+        for label, family in report["families"].items()
     }
+    return _evaluate.summarize(families, report["peers"])
 
 
 def main(full_path: str, new_path: str, out: str) -> None:
