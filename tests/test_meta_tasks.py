@@ -50,6 +50,7 @@ ADAM = {
     "autoencoder_digits": (1e-2, 100, 0.69, POPULATION),  # 0.39
     "mlp_breast_cancer": (1e-2, 100, 0.45, POPULATION),  # 0.23
     "mlp_synthetic": (1e-2, 100, 0.85, POPULATION),  # 0.71
+    "mlp_diabetes": (1e-2, 100, 0.87, POPULATION),  # 0.75
 }
 # Compiling dominates these tests; the lowest LLVM optimisation level cuts it
 # by 2-4x (and slows a convolution or transformer step about 3x).
@@ -58,6 +59,7 @@ MASKED = {
     "mlp_digits": "width_mask",
     "mnist1d_mlp": "width_mask",
     "mlp_synthetic": "width_mask",
+    "mlp_diabetes": "width_mask",
     "cnn_digits": "channel_mask",
     "mnist1d_cnn": "channel_mask",
 }
@@ -304,12 +306,33 @@ def test_conv_matches_lax_conv():
 
 def test_registry_split():
     train, held_out = tasks.META_TRAIN_FAMILIES, tasks.HELD_OUT_FAMILIES
-    extra = tasks.EXTRA_TRAIN_FAMILIES
-    assert not set(train) & set(held_out) and not set(extra) & set(train + held_out)
-    assert len(set(train)) == len(train) and len(set(held_out)) == len(held_out)
-    assert set(train) | set(held_out) | set(extra) == set(tasks.FAMILIES)
-    for name in train + held_out + extra:
+    extra, late = tasks.EXTRA_TRAIN_FAMILIES, tasks.LATE_HELD_OUT_FAMILIES
+    groups = (train, held_out, extra, late)
+    names = [name for group in groups for name in group]
+    assert len(set(names)) == len(names)  # disjoint, no repeats
+    assert set(names) == set(tasks.FAMILIES)
+    for name in names:
         assert tasks.get_family(name).name == name
+
+
+def test_mlp_diabetes_is_a_standardised_regression():
+    family = tasks.get_family("mlp_diabetes")
+    task = family.task(family.sample(jax.random.key(0)))
+    params = task.init(jax.random.key(1))
+    batch = task.batch(jax.random.key(2), 0)
+    y = np.asarray(batch["y"], np.float64)
+    assert batch["y"].dtype == jnp.float32 and batch["y"].shape == (32,)
+    hidden = np.asarray(batch["x"]) @ np.asarray(params["hidden_0"]["w"])
+    assert hidden.shape == (32, 64)
+    # Zero output weights: the prediction is the bias, the loss a plain MSE.
+    zero_out = {**params, "output": {"w": jnp.zeros((64, 1)), "b": jnp.full(1, 0.5)}}
+    np.testing.assert_allclose(
+        task.loss(zero_out, batch), np.mean((0.5 - y) ** 2), rtol=1e-5
+    )
+    split = _data.sklearn_regression_split("diabetes")
+    assert split.x_train.shape == (353, 10) and split.x_test.shape == (89, 10)
+    np.testing.assert_allclose(split.y_train.mean(), 0, atol=1e-5)
+    np.testing.assert_allclose(split.y_train.std(), 1, atol=1e-5)
 
 
 def test_unknown_family_and_bad_arguments():

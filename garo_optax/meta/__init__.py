@@ -38,6 +38,7 @@ from garo_optax.meta._unroll import unroll as unroll
 from garo_optax.tasks import EXTRA_TRAIN_FAMILIES as EXTRA_TRAIN_FAMILIES
 from garo_optax.tasks import FAMILIES as FAMILIES
 from garo_optax.tasks import HELD_OUT_FAMILIES as HELD_OUT_FAMILIES
+from garo_optax.tasks import LATE_HELD_OUT_FAMILIES as LATE_HELD_OUT_FAMILIES
 from garo_optax.tasks import META_TRAIN_FAMILIES as META_TRAIN_FAMILIES
 from garo_optax.tasks import Task as Task
 from garo_optax.tasks import TaskFamily as TaskFamily
@@ -64,6 +65,7 @@ __all__ = (
     "EXTRA_TRAIN_FAMILIES",
     "FAMILIES",
     "HELD_OUT_FAMILIES",
+    "LATE_HELD_OUT_FAMILIES",
     "InnerState",
     "META_TRAIN_FAMILIES",
     "MetaConfig",

@@ -79,6 +79,7 @@ from garo_optax.tasks._augment import format_scale as format_scale
 from garo_optax.tasks._augment import rescaled as rescaled
 from garo_optax.tasks._classifiers import cnn_digits_family as cnn_digits_family
 from garo_optax.tasks._classifiers import logistic_family as logistic_family
+from garo_optax.tasks._classifiers import mlp_diabetes_family as mlp_diabetes_family
 from garo_optax.tasks._classifiers import mlp_digits_family as mlp_digits_family
 from garo_optax.tasks._classifiers import mnist1d_cnn_family as mnist1d_cnn_family
 from garo_optax.tasks._classifiers import mnist1d_mlp_family as mnist1d_mlp_family
@@ -93,6 +94,7 @@ from garo_optax.tasks._extra import rnn_sequence_family as rnn_sequence_family
 from garo_optax.tasks._registry import EXTRA_TRAIN_FAMILIES as EXTRA_TRAIN_FAMILIES
 from garo_optax.tasks._registry import FAMILIES as FAMILIES
 from garo_optax.tasks._registry import HELD_OUT_FAMILIES as HELD_OUT_FAMILIES
+from garo_optax.tasks._registry import LATE_HELD_OUT_FAMILIES as LATE_HELD_OUT_FAMILIES
 from garo_optax.tasks._registry import META_TRAIN_FAMILIES as META_TRAIN_FAMILIES
 from garo_optax.tasks._registry import get_family as get_family
 from garo_optax.tasks._synthetic import noisy_quadratic_family as noisy_quadratic_family
@@ -106,6 +108,7 @@ __all__ = (
     "EXTRA_TRAIN_FAMILIES",
     "FAMILIES",
     "HELD_OUT_FAMILIES",
+    "LATE_HELD_OUT_FAMILIES",
     "META_TRAIN_FAMILIES",
     "Task",
     "TaskFamily",
@@ -118,6 +121,7 @@ __all__ = (
     "logistic_family",
     "mlp_breast_cancer_family",
     "mlp_synthetic_family",
+    "mlp_diabetes_family",
     "mlp_digits_family",
     "mnist1d_cnn_family",
     "mnist1d_mlp_family",

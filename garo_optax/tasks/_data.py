@@ -41,7 +41,7 @@ def sample_indices(key: jax.Array, step: jax.Array, size: int, n: int) -> jax.Ar
 
 
 class Split(NamedTuple):
-    """A classification data set: float32 features, int32 labels."""
+    """A data set: float32 features, int32 labels (float32 regression targets)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -106,6 +106,29 @@ def synthetic_classification_split(
         x, y, test_size=0.2, random_state=0, stratify=y
     )
     return _standardised(x_tr, y_tr, x_te, y_te)
+
+
+@functools.lru_cache(maxsize=None)
+def sklearn_regression_split(dataset: str) -> Split:
+    """A scikit-learn regression data set: random 80/20 split, features and
+    targets standardised by the training statistics (float32 targets)."""
+    try:
+        from sklearn import datasets
+        from sklearn.model_selection import train_test_split
+    except ImportError as err:
+        raise _missing_extra("scikit-learn", f"the {dataset!r} data set") from err
+    x, y = getattr(datasets, f"load_{dataset}")(return_X_y=True)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=0)
+    features = _standardised(x_tr, np.zeros(len(x_tr)), x_te, np.zeros(len(x_te)))
+    mean, std = y_tr.mean(), y_tr.std()
+    split = Split(
+        features.x_train,
+        ((y_tr - mean) / std).astype(np.float32),
+        features.x_test,
+        ((y_te - mean) / std).astype(np.float32),
+    )
+    _readonly(*split)
+    return split
 
 
 def _standardised(x_tr, y_tr, x_te, y_te) -> Split:
