@@ -377,3 +377,20 @@ def test_tiny_leaves_share_one_reduction_with_the_same_sums(monkeypatch, scale_f
     monkeypatch.undo()
     bad = leaves._replace(grads=[grads[0].at[1, 2].set(jnp.nan), *grads[1:]])
     assert np.isnan(sums(bad)[-1])
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("b2", 1.0),
+        ("eps", -1e-8),
+        ("max_lr_change", 0.9),
+        ("min_lr", 0.0),
+        ("max_lr", 1e-9),  # below min_lr
+        ("stats_sample", -1),
+        ("stats_sample", 1.5),
+    ],
+)
+def test_bad_design_values_raise(field, value):
+    with pytest.raises(ValueError, match=field):
+        ctl.GaroDesign(scale_free=True, **{field: value})

@@ -100,6 +100,14 @@ class GaroDesign:
     max_lr: float = 1.0
     stats_sample: int = 1 << 16
 
+    def __post_init__(self):
+        validate.check_interval("b2", self.b2, 0.0, 1.0, high_closed=False)
+        validate.check_interval("eps", self.eps, 0.0, None)
+        validate.check_interval("max_lr_change", self.max_lr_change, 1.0, None)
+        validate.check_positive("min_lr", self.min_lr)
+        validate.check_interval("max_lr", self.max_lr, self.min_lr, None)
+        validate.check_integer("stats_sample", self.stats_sample, 0)
+
 
 SEED_DESIGN = GaroDesign()
 SCALE_FREE_DESIGN = GaroDesign(scale_free=True)
