@@ -50,6 +50,7 @@ from garo_optax.tasks import format_scale as format_scale
 from garo_optax.tasks import get_family as get_family
 from garo_optax.tasks import logistic_family as logistic_family
 from garo_optax.tasks import mlp_breast_cancer_family as mlp_breast_cancer_family
+from garo_optax.tasks import mlp_diabetes_family as mlp_diabetes_family
 from garo_optax.tasks import mlp_digits_family as mlp_digits_family
 from garo_optax.tasks import mlp_synthetic_family as mlp_synthetic_family
 from garo_optax.tasks import mnist1d_cnn_family as mnist1d_cnn_family
@@ -90,6 +91,7 @@ __all__ = (
     "logistic_family",
     "make_meta_train",
     "meta_train",
+    "mlp_diabetes_family",
     "mlp_digits_family",
     "mlp_breast_cancer_family",
     "mlp_synthetic_family",
