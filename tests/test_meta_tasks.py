@@ -329,7 +329,7 @@ def test_mlp_diabetes_is_a_standardised_regression():
     np.testing.assert_allclose(
         task.loss(zero_out, batch), np.mean((0.5 - y) ** 2), rtol=1e-5
     )
-    split = _data.sklearn_regression_split("diabetes")
+    split = _data.sklearn_split("diabetes", regression=True)
     assert split.x_train.shape == (353, 10) and split.x_test.shape == (89, 10)
     np.testing.assert_allclose(split.y_train.mean(), 0, atol=1e-5)
     np.testing.assert_allclose(split.y_train.std(), 1, atol=1e-5)

@@ -53,7 +53,6 @@ from garo_optax.tasks._data import (
     Split,
     mnist1d_split,
     sample_indices,
-    sklearn_regression_split,
     sklearn_split,
 )
 from garo_optax.tasks._layers import (
@@ -510,7 +509,7 @@ def mlp_diabetes_family(
     """
     return mlp_classifier_family(
         "mlp_diabetes",
-        sklearn_regression_split("diabetes"),
+        sklearn_split("diabetes", regression=True),
         max_width=max_width,
         min_width=min_width,
         max_depth=max_depth,

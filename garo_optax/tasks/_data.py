@@ -56,8 +56,12 @@ def _readonly(*arrays: np.ndarray) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def sklearn_split(dataset: str) -> Split:
-    """A scikit-learn data set: stratified 80/20 split, standardised features."""
+def sklearn_split(dataset: str, regression: bool = False) -> Split:
+    """A scikit-learn data set: 80/20 split, standardised features.
+
+    Classification: a stratified split, int32 labels. ``regression``: a
+    random split, float32 targets standardised by the training statistics.
+    """
     try:
         from sklearn import datasets
         from sklearn.model_selection import train_test_split
@@ -66,9 +70,14 @@ def sklearn_split(dataset: str) -> Split:
     loader = getattr(datasets, f"load_{dataset}")
     x, y = loader(return_X_y=True)
     x_tr, x_te, y_tr, y_te = train_test_split(
-        x, y, test_size=0.2, random_state=0, stratify=y
+        x, y, test_size=0.2, random_state=0, stratify=None if regression else y
     )
-    return _standardised(x_tr, y_tr, x_te, y_te)
+    if not regression:
+        return _standardised(x_tr, y_tr, x_te, y_te)
+    mean, std = y_tr.mean(), y_tr.std()
+    return _standardised(
+        x_tr, (y_tr - mean) / std, x_te, (y_te - mean) / std, np.float32
+    )
 
 
 @functools.lru_cache(maxsize=None)
@@ -108,39 +117,16 @@ def synthetic_classification_split(
     return _standardised(x_tr, y_tr, x_te, y_te)
 
 
-@functools.lru_cache(maxsize=None)
-def sklearn_regression_split(dataset: str) -> Split:
-    """A scikit-learn regression data set: random 80/20 split, features and
-    targets standardised by the training statistics (float32 targets)."""
-    try:
-        from sklearn import datasets
-        from sklearn.model_selection import train_test_split
-    except ImportError as err:
-        raise _missing_extra("scikit-learn", f"the {dataset!r} data set") from err
-    x, y = getattr(datasets, f"load_{dataset}")(return_X_y=True)
-    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.2, random_state=0)
-    features = _standardised(x_tr, np.zeros(len(x_tr)), x_te, np.zeros(len(x_te)))
-    mean, std = y_tr.mean(), y_tr.std()
-    split = Split(
-        features.x_train,
-        ((y_tr - mean) / std).astype(np.float32),
-        features.x_test,
-        ((y_te - mean) / std).astype(np.float32),
-    )
-    _readonly(*split)
-    return split
-
-
-def _standardised(x_tr, y_tr, x_te, y_te) -> Split:
+def _standardised(x_tr, y_tr, x_te, y_te, label_dtype=np.int32) -> Split:
     """float32 features standardised by the training statistics, read-only."""
     mean = x_tr.mean(axis=0)
     std = x_tr.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     split = Split(
         ((x_tr - mean) / std).astype(np.float32),
-        y_tr.astype(np.int32),
+        y_tr.astype(label_dtype),
         ((x_te - mean) / std).astype(np.float32),
-        y_te.astype(np.int32),
+        y_te.astype(label_dtype),
     )
     _readonly(*split)
     return split
